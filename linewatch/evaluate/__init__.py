@@ -1,0 +1,1 @@
+"""Evaluation reports: plots and overlays built on linewatch.metrics."""

@@ -1,0 +1,140 @@
+"""PNG plots for an evaluation report: ROC, PR, score histogram, PRO curve and an example grid.
+
+Uses the non-interactive Agg backend so reports render on headless CI and line PCs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+from numpy.typing import ArrayLike
+
+from linewatch.evaluate.overlay import overlay_heatmap
+from linewatch.metrics.image import auprc, auroc, pr_curve, roc_curve, trapezoid
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ExampleItem:
+    """One row of the example grid; ``mask`` is None for images without ground truth."""
+
+    title: str
+    image: np.ndarray
+    mask: np.ndarray | None
+    anomaly_map: np.ndarray
+    score: float
+
+
+@contextmanager
+def _figure(
+    path: str | Path, nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (5.0, 4.0)
+) -> Iterator[Any]:
+    """Yield a grid of axes, then save to ``path`` and always close the figure (no leaks in loops)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
+    try:
+        yield axes
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+
+
+def plot_roc(labels: ArrayLike, scores: ArrayLike, path: str | Path) -> Path:
+    """Image-level ROC curve with its AUROC in the title."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    with _figure(path) as axes:
+        ax = axes[0, 0]
+        ax.plot(fpr, tpr, lw=2)
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false-positive rate", ylabel="true-positive rate")
+        ax.set_title(f"ROC (AUROC = {trapezoid(tpr, fpr):.4f})")
+    return Path(path)
+
+
+def plot_pr(labels: ArrayLike, scores: ArrayLike, path: str | Path) -> Path:
+    """Precision-recall curve drawn as the steps average precision integrates, AP in the title."""
+    precision, recall, _ = pr_curve(labels, scores)
+    prevalence = float(np.mean(np.asarray(labels) == 1))
+    with _figure(path) as axes:
+        ax = axes[0, 0]
+        ax.step(np.append(0.0, recall), np.append(precision[0], precision), where="pre", lw=2)
+        ax.axhline(prevalence, ls="--", color="grey", lw=1, label=f"chance ({prevalence:.2f})")
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
+        ax.set_title(f"Precision-recall (AP = {auprc(labels, scores):.4f})")
+        ax.legend(loc="lower left")
+    return Path(path)
+
+
+def plot_score_histogram(labels: ArrayLike, scores: ArrayLike, threshold: float, path: str | Path) -> Path:
+    """Good vs defective score histograms on shared bins with the decision threshold marked."""
+    y = np.asarray(labels).ravel() == 1
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    bins = np.histogram_bin_edges(np.append(s, threshold), bins=40)
+    with _figure(path, figsize=(6.0, 4.0)) as axes:
+        ax = axes[0, 0]
+        ax.hist(s[~y], bins=bins, alpha=0.6, color="tab:green", label=f"good (n={int((~y).sum())})")
+        ax.hist(s[y], bins=bins, alpha=0.6, color="tab:red", label=f"defective (n={int(y.sum())})")
+        ax.axvline(threshold, color="black", ls="--", lw=1.5, label=f"threshold = {threshold:.4g}")
+        ax.set(xlabel="anomaly score", ylabel="images")
+        both = 0 < y.sum() < y.size
+        ax.set_title(f"Score distribution (AUROC = {auroc(y, s):.4f})" if both else "Score distribution")
+        ax.legend()
+    return Path(path)
+
+
+def plot_pro(fpr: np.ndarray, pro: np.ndarray, path: str | Path, fpr_limit: float = 0.3) -> Path:
+    """PRO curve as returned by ``pro_curve`` (ending at ``fpr_limit``), normalized area in the title."""
+    fpr = np.asarray(fpr, dtype=np.float64)
+    pro = np.asarray(pro, dtype=np.float64)
+    keep = fpr <= fpr_limit
+    score = trapezoid(pro[keep], fpr[keep]) / fpr_limit
+    with _figure(path) as axes:
+        ax = axes[0, 0]
+        ax.plot(fpr[keep], pro[keep], lw=2)
+        ax.set(xlim=(0, fpr_limit), ylim=(0, 1.02), xlabel="pixel false-positive rate")
+        ax.set_ylabel("per-region overlap")
+        ax.set_title(f"PRO curve (PRO@{fpr_limit:g} = {score:.4f})")
+    return Path(path)
+
+
+def plot_examples(
+    items: Sequence[ExampleItem],
+    path: str | Path,
+    max_items: int = 12,
+    vmax: float | None = None,
+    vmin: float | None = None,
+) -> Path:
+    """Grid, one row per example: image | ground truth | heatmap overlay.
+
+    Colours share one ``vmin``/``vmax`` (default: min/max over all items' maps) so rows compare.
+    """
+    if not items:
+        raise ValueError("plot_examples needs at least one item")
+    vmax = max(float(np.max(item.anomaly_map)) for item in items) if vmax is None else vmax
+    vmin = min(float(np.min(item.anomaly_map)) for item in items) if vmin is None else vmin
+    shown = list(items)[:max_items]
+    with _figure(path, nrows=len(shown), ncols=3, figsize=(9.0, 3.0 * len(shown))) as axes:
+        for row, item in zip(axes, shown, strict=True):
+            row[0].imshow(item.image)
+            row[0].set_title(item.title, fontsize=9)
+            if item.mask is None:
+                row[1].text(0.5, 0.5, "no mask", ha="center", va="center", transform=row[1].transAxes)
+            else:
+                row[1].imshow(item.mask, cmap="gray", vmin=0, vmax=1)
+            row[1].set_title("ground truth", fontsize=9)
+            row[2].imshow(overlay_heatmap(item.image, item.anomaly_map, vmin, vmax))
+            row[2].set_title(f"score = {item.score:.4g}", fontsize=9)
+            for ax in row:
+                ax.axis("off")
+    return Path(path)
