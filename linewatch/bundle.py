@@ -1,0 +1,86 @@
+"""The model bundle: a directory with `manifest.json` plus data files (npy, safetensors, ONNX). No pickle.
+
+It is the contract between training, export and the runtime. Reading validates the schema version,
+the required sections and the SHA-256 of every listed file, and says exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from linewatch import __version__
+
+SCHEMA = "linewatch.bundle/1"
+MANIFEST = "manifest.json"
+REQUIRED = ("schema", "detector", "features", "calibration", "files")
+
+
+class BundleError(ValueError):
+    """A bundle is missing, corrupt, or of a kind this version does not understand."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any], files: list[str]) -> dict[str, Any]:
+    """Hash `files` (relative to `directory`) and write the manifest last, so a half-written bundle never validates."""
+    directory = Path(directory)
+    manifest = dict(manifest)
+    manifest["schema"] = SCHEMA
+    manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    manifest["code_version"] = __version__
+    manifest["files"] = {name: {"sha256": sha256(directory / name), "bytes": (directory / name).stat().st_size}
+                         for name in sorted(set(files))}
+    tmp = directory / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp.replace(directory / MANIFEST)
+    return manifest
+
+
+def read_manifest(directory: Path, verify: bool = True) -> dict[str, Any]:
+    """Load and validate a bundle's manifest; `verify` also checks every file's hash."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        raise BundleError(f"bundle directory not found: {directory}")
+    if not path.is_file():
+        raise BundleError(f"{directory} is not a linewatch bundle: no {MANIFEST} (train one with inspect-train)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path} is not valid JSON: {exc}") from exc
+    schema = manifest.get("schema") if isinstance(manifest, dict) else None
+    if schema != SCHEMA:
+        raise BundleError(f"{path}: schema {schema!r} is not supported by linewatch {__version__} (expects {SCHEMA!r})")
+    missing = [key for key in REQUIRED if key not in manifest]
+    if missing:
+        raise BundleError(f"{path}: missing section(s) {', '.join(missing)}")
+    if verify:
+        for name, entry in manifest["files"].items():
+            file = directory / name
+            if not file.is_file():
+                raise BundleError(f"{directory}: file {name} listed in the manifest is missing")
+            if sha256(file) != entry["sha256"]:
+                raise BundleError(
+                    f"{directory}: file {name} does not match its SHA-256 in the manifest (modified or corrupt)"
+                )
+    return manifest
+
+
+def bundle_id(manifest: dict[str, Any]) -> str:
+    """Short stable id of a bundle's content (its data files' hashes), published with every verdict."""
+    digest = hashlib.sha256()
+    for name, entry in sorted(manifest["files"].items()):
+        if name.endswith((".onnx", ".plan")):
+            continue
+        digest.update(f"{name}:{entry['sha256']}".encode())
+    return f"{manifest['detector']['kind']}-{digest.hexdigest()[:12]}"

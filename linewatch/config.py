@@ -1,0 +1,90 @@
+"""YAML configuration with validation, and its merge with command-line options.
+
+Precedence: built-in defaults < `--config FILE` < options given on the command line. Unknown keys,
+wrong types and missing input paths stop with a message naming the key and where it came from.
+Relative paths in a file are taken relative to the current directory, as on the command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type, or points nowhere."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One configurable value: its type, default and (optionally) allowed values or path check."""
+
+    type: type
+    default: Any = None
+    choices: tuple[Any, ...] | None = None
+    must_exist: bool = False
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+def _check(key: str, option: Option, value: Any, origin: str) -> Any:
+    where = f"{key!r} ({origin})"
+    if value is None:
+        return None
+    if option.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if option.type is Path and isinstance(value, str | Path):
+        value = Path(value).expanduser()
+    if option.type is tuple and isinstance(value, list | tuple):
+        value = tuple(value)
+    if not isinstance(value, option.type) or (option.type is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {option.type.__name__}, got {type(value).__name__} {value!r}")
+    if option.choices is not None and value not in option.choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, option.choices))}")
+    if option.minimum is not None and value < option.minimum:
+        raise ConfigError(f"{where}: {value!r} is below the minimum {option.minimum}")
+    if option.maximum is not None and value > option.maximum:
+        raise ConfigError(f"{where}: {value!r} is above the maximum {option.maximum}")
+    if option.must_exist and not value.exists():
+        raise ConfigError(f"{where}: path does not exist: {value}")
+    return value
+
+
+def read_config_file(path: Path, options: Mapping[str, Option]) -> dict[str, Any]:
+    """Parse a YAML mapping and reject keys the command does not know."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values")
+    normalized = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(normalized) - set(options))
+    if unknown:
+        known = ", ".join(sorted(options))
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; known: {known}")
+    return normalized
+
+
+def resolve(options: Mapping[str, Option], config_file: Path | None, cli: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge defaults, the config file and explicit CLI values, validating each against its option."""
+    from_file = read_config_file(config_file, options) if config_file else {}
+    merged: dict[str, Any] = {}
+    for key, option in options.items():
+        if cli.get(key) is not None:
+            merged[key] = _check(key, option, cli[key], f"--{key.replace('_', '-')}")
+        elif key in from_file:
+            merged[key] = _check(key, option, from_file[key], str(config_file))
+        else:
+            merged[key] = option.default
+        if merged[key] is None and option.required:
+            raise ConfigError(f"{key!r} is required: pass --{key.replace('_', '-')} or set it in a config file")
+    return merged

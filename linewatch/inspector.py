@@ -1,0 +1,102 @@
+"""From a bundle (or a freshly fitted model) to predictions: features -> detector -> maps -> scores.
+
+Evaluation, the export parity check and the runtime all score through `score_features`, so a raw
+score means the same number everywhere; only the feature engine (torch, onnxruntime, TensorRT) varies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from linewatch.bundle import bundle_id, read_manifest
+from linewatch.features.extractor import FeatureConfig, FeatureExtractor
+from linewatch.features.preprocess import Preprocessor
+from linewatch.metrics.calibrate import ScoreNormalizer
+from linewatch.models import load_detector
+from linewatch.models.anomaly_map import anomaly_maps
+from linewatch.models.base import Detector
+
+EXTRACTOR_FILE = "extractor.safetensors"
+FeatureFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    scores: np.ndarray  # (N,) raw image scores
+    maps: np.ndarray  # (N, H, W) float32 anomaly maps at the model's input size
+
+
+def score_features(detector: Detector, features: np.ndarray, image_size: tuple[int, int], sigma: float) -> Prediction:
+    """The one scoring path: patch scores, blurred maps at the input size, image scores."""
+    patch = detector.patch_scores(features)
+    maps = anomaly_maps(patch, image_size, sigma)
+    return Prediction(scores=detector.image_scores(patch, maps, features).astype(np.float32), maps=maps)
+
+
+def torch_features(extractor: FeatureExtractor, device: str = "cpu") -> FeatureFn:
+    """Wrap the extractor as numpy -> numpy, the same signature as the exported engines."""
+    extractor = extractor.to(device).eval()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return extractor(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+
+    return run
+
+
+def save_extractor(extractor: FeatureExtractor, directory: Path) -> str:
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in extractor.state_dict().items()}
+    save_file(state, str(Path(directory) / EXTRACTOR_FILE))
+    return EXTRACTOR_FILE
+
+
+def load_extractor(directory: Path, config: FeatureConfig) -> FeatureExtractor:
+    from safetensors.torch import load_file
+
+    extractor = FeatureExtractor(config)
+    extractor.load_state_dict(load_file(str(Path(directory) / EXTRACTOR_FILE)))
+    return extractor.eval()
+
+
+@dataclass
+class Inspector:
+    """A loaded model: preprocessing, the feature extractor, the detector, calibration."""
+
+    manifest: dict[str, Any]
+    features: FeatureConfig
+    extractor: FeatureExtractor
+    detector: Detector
+    normalizer: ScoreNormalizer
+    blur_sigma: float
+
+    @classmethod
+    def from_bundle(cls, directory: Path, device: str = "cpu") -> Inspector:
+        manifest = read_manifest(directory)
+        config = FeatureConfig.from_dict(manifest["features"])
+        return cls(
+            manifest=manifest,
+            features=config,
+            extractor=load_extractor(directory, config),
+            detector=load_detector(Path(directory), manifest["detector"], device=device),
+            normalizer=ScoreNormalizer.from_dict(manifest["calibration"]),
+            blur_sigma=float(manifest["postprocess"]["blur_sigma"]),
+        )
+
+    @property
+    def model_id(self) -> str:
+        return bundle_id(self.manifest)
+
+    @property
+    def preprocessor(self) -> Preprocessor:
+        return Preprocessor(self.features.image_size)
+
+    def score(self, features: np.ndarray) -> Prediction:
+        return score_features(self.detector, features, self.features.image_size, self.blur_sigma)

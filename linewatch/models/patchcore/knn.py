@@ -1,0 +1,100 @@
+"""Nearest-neighbour search over a memory bank: FAISS (CPU, or GPU when faiss-gpu sees one) or torch on CUDA.
+
+Never builds a full query x bank distance matrix on the CPU: FAISS searches in blocks. The torch path is
+the CUDA fallback when faiss-gpu is missing; it chunks queries so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+INDEX_TYPES = ("flat", "hnsw", "ivf")
+
+
+def faiss_gpu_count() -> int:
+    import faiss
+
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get else 0
+
+
+def _cpu_index(bank: np.ndarray, index_type: str, seed: int):
+    import faiss
+
+    dims = bank.shape[1]
+    if index_type == "flat":
+        index = faiss.IndexFlatL2(dims)
+    elif index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(dims, 32)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = 64
+    elif index_type == "ivf":
+        nlist = max(1, int(np.sqrt(len(bank))))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dims), dims, nlist)  # faiss's wrapper keeps the quantizer alive
+        index.cp.seed = seed
+        index.train(bank)
+        index.nprobe = min(nlist, max(4, nlist // 8))
+    else:
+        raise ValueError(f"unknown index type {index_type!r}; choose one of {INDEX_TYPES}")
+    index.add(bank)
+    return index
+
+
+class NearestNeighbours:
+    """k nearest Euclidean distances from queries to a fixed bank."""
+
+    def __init__(self, bank: np.ndarray, *, index_type: str = "flat", device: str = "cpu", seed: int = 0) -> None:
+        self.bank = np.ascontiguousarray(bank, dtype=np.float32)
+        self.index_type = index_type
+        self.backend = self._choose_backend(device)
+        if self.backend == "torch-cuda":
+            import torch
+
+            self._bank_t = torch.from_numpy(self.bank).cuda()
+            self._bank_sq = (self._bank_t * self._bank_t).sum(1)
+        else:
+            self.index = _cpu_index(self.bank, index_type, seed)
+            if self.backend == "faiss-gpu":
+                import faiss
+
+                self.index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, self.index)
+        log.info("kNN backend: %s (%s index, %d x %d bank)", self.backend, index_type, *self.bank.shape)
+
+    def _choose_backend(self, device: str) -> str:
+        if device == "cpu":
+            return "faiss-cpu"
+        if device not in ("auto", "cuda"):
+            raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
+        if self.index_type == "flat" and faiss_gpu_count() > 0:
+            return "faiss-gpu"
+        import torch
+
+        if torch.cuda.is_available():
+            return "torch-cuda"
+        if device == "cuda":
+            raise RuntimeError("device 'cuda' asked for, but neither faiss-gpu nor torch sees a GPU")
+        return "faiss-cpu"
+
+    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Euclidean distances (M, k) and bank indices (M, k), nearest first."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.backend == "torch-cuda":
+            return self._torch_search(queries, k)
+        sq_dist, index = self.index.search(queries, k)
+        return np.sqrt(np.maximum(sq_dist, 0.0)), index
+
+    def _torch_search(self, queries: np.ndarray, k: int, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        dists, indices = [], []
+        for start in range(0, len(queries), chunk):
+            q = torch.from_numpy(queries[start : start + chunk]).cuda()
+            sq = (q * q).sum(1, keepdim=True) - 2.0 * q @ self._bank_t.T + self._bank_sq
+            values, idx = torch.topk(sq, k, dim=1, largest=False)
+            dists.append(values.clamp_min(0).sqrt().cpu().numpy())
+            indices.append(idx.cpu().numpy())
+        return np.concatenate(dists), np.concatenate(indices)

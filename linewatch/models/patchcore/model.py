@@ -1,0 +1,98 @@
+"""PatchCore detector (Roth et al., CVPR 2022): fit = coreset of training patches; score = kNN distance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from linewatch.models.patchcore.coreset import greedy_coreset
+from linewatch.models.patchcore.knn import INDEX_TYPES, NearestNeighbours
+
+BANK_FILE = "memory_bank.npy"
+
+
+@dataclass(frozen=True)
+class PatchCoreParams:
+    coreset_ratio: float = 0.1
+    coreset_dims: int = 128
+    k: int = 1
+    index: str = "flat"
+    reweight: bool = False
+    reweight_neighbours: int = 9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.index not in INDEX_TYPES:
+            raise ValueError(f"unknown index {self.index!r}; choose one of {INDEX_TYPES}")
+        if self.k < 1:
+            raise ValueError("k must be >= 1")
+
+
+def flatten_patches(features: np.ndarray) -> np.ndarray:
+    """(N, C, h, w) -> (N*h*w, C) rows, one per patch."""
+    n, c, h, w = features.shape
+    return np.ascontiguousarray(features.transpose(0, 2, 3, 1).reshape(n * h * w, c), dtype=np.float32)
+
+
+class PatchCore:
+    kind = "patchcore"
+
+    def __init__(self, memory_bank: np.ndarray, params: PatchCoreParams, device: str = "cpu") -> None:
+        self.memory_bank = np.ascontiguousarray(memory_bank, dtype=np.float32)
+        self.params = params
+        self.knn = NearestNeighbours(self.memory_bank, index_type=params.index, device=device, seed=params.seed)
+
+    @classmethod
+    def fit(
+        cls,
+        feature_batches: Iterable[np.ndarray],
+        params: PatchCoreParams,
+        *,
+        progress: Callable[[int, str], Callable[[int], None]] | None = None,
+        device: str = "cpu",
+    ) -> PatchCore:
+        """Collect every training patch, then keep a greedy coreset of `coreset_ratio` of them."""
+        patches = np.concatenate([flatten_patches(batch) for batch in feature_batches])
+        target = max(1, int(round(len(patches) * params.coreset_ratio)))
+        step = progress(target, "coreset") if progress else None
+        keep = greedy_coreset(
+            patches, params.coreset_ratio, project_dims=params.coreset_dims, seed=params.seed, progress=step
+        )
+        return cls(patches[np.sort(keep)], params, device=device)
+
+    def patch_scores(self, features: np.ndarray) -> np.ndarray:
+        n, _, h, w = features.shape
+        distances, _ = self.knn.search(flatten_patches(features), self.params.k)
+        return distances.mean(axis=1).reshape(n, h, w).astype(np.float32)
+
+    def image_scores(self, patch_scores: np.ndarray, maps: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Max patch score; with `reweight`, scaled by the paper's neighbourhood-density weight (eq. 7)."""
+        flat = patch_scores.reshape(len(patch_scores), -1)
+        scores = flat.max(axis=1)
+        if not self.params.reweight:
+            return scores
+        patches = flatten_patches(features).reshape(len(flat), flat.shape[1], -1)
+        worst = patches[np.arange(len(flat)), flat.argmax(axis=1)]
+        _, nearest = self.knn.search(worst, 1)
+        _, neighbourhood = self.knn.search(self.memory_bank[nearest[:, 0]], self.params.reweight_neighbours)
+        dists = np.linalg.norm(self.memory_bank[neighbourhood] - worst[:, None, :], axis=2)
+        dists = dists - dists.max(axis=1, keepdims=True)
+        weight = 1.0 - np.exp(dists[:, 0]) / np.exp(dists).sum(axis=1)
+        return (weight * scores).astype(np.float32)
+
+    def save(self, directory: Path) -> tuple[dict[str, Any], list[str]]:
+        np.save(Path(directory) / BANK_FILE, self.memory_bank, allow_pickle=False)
+        section = {"kind": self.kind, "memory_bank": BANK_FILE, "bank_shape": list(self.memory_bank.shape),
+                   **asdict(self.params)}
+        return section, [BANK_FILE]
+
+    @classmethod
+    def load(cls, directory: Path, section: dict[str, Any], device: str = "cpu") -> PatchCore:
+        bank = np.load(Path(directory) / section["memory_bank"], allow_pickle=False)
+        fields = PatchCoreParams.__dataclass_fields__
+        params = PatchCoreParams(**{k: v for k, v in section.items() if k in fields})
+        return cls(bank, params, device=device)

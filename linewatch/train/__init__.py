@@ -1,0 +1,1 @@
+"""Offline trainers: fit a detector on good images only and write a model bundle."""

