@@ -1,0 +1,1 @@
+"""Streaming runtime: sources, batcher, engines, scorer, post-processing, publisher."""

@@ -1,0 +1,18 @@
+"""The unit of work flowing through the runtime: one decoded frame and where it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Frame:
+    source: str  # source name, e.g. "camera0" or "folder"
+    index: int  # frame index within its source, from 0
+    image: np.ndarray  # RGB uint8 HxWx3
+    t_capture: float  # unix seconds when the frame was read
+    path: str | None = None  # file sources: the file, as given
+    decode_ms: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # per-stage milliseconds, filled downstream
