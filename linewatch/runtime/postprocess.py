@@ -1,0 +1,127 @@
+"""Anomaly map -> defect regions and compact wire encodings (heatmap PNG, frame JPEG).
+
+Maps live at the model's input size; the preprocessor stretches frames to that size, so region
+boxes map back to original frame pixels with a plain per-axis scale.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from linewatch.metrics.calibrate import ScoreNormalizer
+
+HEATMAP_ENCODING = "png-u8"
+HEATMAP_SCALE = "normalised score * 255, 128 = threshold"
+_EPS = 1e-9  # absorbs float error so exact pixel edges don't round outward
+
+
+@dataclass
+class Region:
+    """One connected defect region, in original frame pixels; ``peak`` is the max normalised score."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    area: int
+    peak: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _as_map(anomaly_map: np.ndarray) -> np.ndarray:
+    amap = np.asarray(anomaly_map, dtype=np.float32)
+    if amap.ndim != 2 or amap.size == 0:
+        raise ValueError(f"anomaly_map must be a non-empty (H, W) array, got shape {amap.shape}")
+    return amap
+
+
+def find_regions(
+    anomaly_map: np.ndarray,
+    threshold: float,
+    frame_shape: tuple[int, int],
+    normalizer: ScoreNormalizer,
+    min_area: int = 1,
+    max_regions: int = 32,
+) -> list[Region]:
+    """8-connected components of ``map >= threshold``, scaled to the frame, highest peak first.
+
+    ``min_area`` is in frame pixels (the unit that is published); at most ``max_regions`` are kept
+    so a noisy map cannot blow up the header.
+    """
+    amap = _as_map(anomaly_map)
+    frame_h, frame_w = int(frame_shape[0]), int(frame_shape[1])
+    if frame_h <= 0 or frame_w <= 0:
+        raise ValueError(f"frame_shape must be positive (h, w), got {frame_shape}")
+    mask = (amap >= threshold).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        return []
+    inside = labels > 0
+    peaks = np.full(count, -np.inf, dtype=np.float32)  # same dtype as the map keeps ufunc.at on its fast path
+    np.maximum.at(peaks, labels[inside], amap[inside])
+    sy, sx = frame_h / amap.shape[0], frame_w / amap.shape[1]
+    regions = []
+    for label in range(1, count):
+        left, top, width, height, area = (int(v) for v in stats[label, :5])
+        x0 = min(frame_w - 1, math.floor(left * sx + _EPS))
+        y0 = min(frame_h - 1, math.floor(top * sy + _EPS))
+        x1 = max(x0 + 1, min(frame_w, math.ceil((left + width) * sx - _EPS)))
+        y1 = max(y0 + 1, min(frame_h, math.ceil((top + height) * sy - _EPS)))
+        scaled_area = max(1, round(area * sx * sy))
+        if scaled_area < min_area:
+            continue
+        peak = float(normalizer.normalize(float(peaks[label])))
+        regions.append(Region(x0, y0, x1 - x0, y1 - y0, scaled_area, peak))
+    regions.sort(key=lambda r: (-r.peak, -r.area, r.y, r.x))
+    return regions[:max_regions]
+
+
+def encode_heatmap(anomaly_map: np.ndarray, normalizer: ScoreNormalizer) -> tuple[bytes, dict[str, Any]]:
+    """Normalised map as 8-bit PNG (threshold -> 128), so subscribers need no model knowledge."""
+    amap = _as_map(anomaly_map)
+    if np.isnan(amap).any():
+        raise ValueError("anomaly_map contains NaN; the model produced invalid scores")
+    level = np.asarray(normalizer.normalize(amap), dtype=np.float64)
+    ok, buf = cv2.imencode(".png", np.round(level * 255.0).astype(np.uint8))
+    if not ok:
+        raise ValueError("PNG encoding of the heatmap failed")
+    meta = {
+        "encoding": HEATMAP_ENCODING,
+        "width": int(amap.shape[1]),
+        "height": int(amap.shape[0]),
+        "scale": HEATMAP_SCALE,
+    }
+    return buf.tobytes(), meta
+
+
+def decode_heatmap(data: bytes, meta: dict[str, Any]) -> np.ndarray:
+    """Inverse of :func:`encode_heatmap`: (H, W) float32 normalised scores in [0, 1]."""
+    if meta.get("encoding") != HEATMAP_ENCODING:
+        raise ValueError(
+            f"unsupported heatmap encoding {meta.get('encoding')!r}; expected {HEATMAP_ENCODING!r}"
+        )
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    expected = (int(meta["height"]), int(meta["width"]))
+    if img is None or img.dtype != np.uint8 or img.shape != expected:
+        got = None if img is None else (img.shape, img.dtype)
+        raise ValueError(f"heatmap does not decode to a {expected} uint8 image (got {got})")
+    return img.astype(np.float32) / 255.0
+
+
+def encode_frame_jpeg(image_rgb: np.ndarray, quality: int = 85) -> bytes:
+    """RGB uint8 frame -> JPEG bytes (what subscribers get when frames are sent)."""
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+        raise ValueError(f"image_rgb must be HxWx3 uint8, got {image_rgb.shape} {image_rgb.dtype}")
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:
+        raise ValueError("JPEG encoding of the frame failed")
+    return buf.tobytes()
