@@ -6,6 +6,7 @@ score means the same number everywhere; only the feature engine (torch, onnxrunt
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +33,23 @@ class Prediction:
     maps: np.ndarray  # (N, H, W) float32 anomaly maps at the model's input size
 
 
-def score_features(detector: Detector, features: np.ndarray, image_size: tuple[int, int], sigma: float) -> Prediction:
-    """The one scoring path: patch scores, blurred maps at the input size, image scores."""
+def score_features(
+    detector: Detector, features: np.ndarray, image_size: tuple[int, int], sigma: float,
+    timings: dict[str, float] | None = None,
+) -> Prediction:
+    """The one scoring path: patch scores, blurred maps at the input size, image scores.
+
+    `timings`, when given, receives milliseconds for `score` (detector) and `maps` (map post-processing).
+    """
+    start = time.perf_counter()
     patch = detector.patch_scores(features)
+    scored = time.perf_counter()
     maps = anomaly_maps(patch, image_size, sigma)
-    return Prediction(scores=detector.image_scores(patch, maps, features).astype(np.float32), maps=maps)
+    scores = detector.image_scores(patch, maps, features).astype(np.float32)
+    if timings is not None:
+        timings["score"] = 1000 * (scored - start)
+        timings["maps"] = 1000 * (time.perf_counter() - scored)
+    return Prediction(scores=scores, maps=maps)
 
 
 def torch_features(extractor: FeatureExtractor, device: str = "cpu") -> FeatureFn:
@@ -74,7 +87,8 @@ class Inspector:
     features: FeatureConfig
     extractor: FeatureExtractor
     detector: Detector
-    normalizer: ScoreNormalizer
+    normalizer: ScoreNormalizer  # image scores: verdict threshold at 0.5
+    map_normalizer: ScoreNormalizer  # anomaly maps: region threshold at 0.5
     blur_sigma: float
 
     @classmethod
@@ -87,6 +101,7 @@ class Inspector:
             extractor=load_extractor(directory, config),
             detector=load_detector(Path(directory), manifest["detector"], device=device),
             normalizer=ScoreNormalizer.from_dict(manifest["calibration"]),
+            map_normalizer=ScoreNormalizer.from_dict(manifest["calibration"]["map"]),
             blur_sigma=float(manifest["postprocess"]["blur_sigma"]),
         )
 
@@ -98,5 +113,5 @@ class Inspector:
     def preprocessor(self) -> Preprocessor:
         return Preprocessor(self.features.image_size)
 
-    def score(self, features: np.ndarray) -> Prediction:
-        return score_features(self.detector, features, self.features.image_size, self.blur_sigma)
+    def score(self, features: np.ndarray, timings: dict[str, float] | None = None) -> Prediction:
+        return score_features(self.detector, features, self.features.image_size, self.blur_sigma, timings)

@@ -102,15 +102,18 @@ def train(options: dict[str, Any], progress: bool = True) -> TrainResult:
     detector = _fit_detector(options, train_features(), bars)
     fit_seconds = time.perf_counter() - fit_start
 
-    labels, scores = [], []
+    labels, scores, map_peaks = [], [], []
     for samples, _, prediction in predict_samples(
         feature_fn, detector, splits.val, config, options["blur_sigma"], options["batch_size"], bars, "calibrate"
     ):
         labels += [s.label for s in samples]
         scores += prediction.scores.tolist()
+        map_peaks += prediction.maps.reshape(len(samples), -1).max(axis=1).tolist()
     bars.close()
     method = options["threshold_method"] if any(labels) else "fpr"
     normalizer = calibrate(np.array(labels), np.array(scores), method=method, target_fpr=options["target_fpr"])
+    # Regions and heatmaps live on the blurred map, whose peak differs from the image score: calibrate it too.
+    map_normalizer = calibrate(np.array(labels), np.array(map_peaks), method=method, target_fpr=options["target_fpr"])
 
     detector_section, detector_files = detector.save(out)
     files = [save_extractor(extractor, out), *detector_files, "splits.json"]
@@ -123,7 +126,7 @@ def train(options: dict[str, Any], progress: bool = True) -> TrainResult:
                        "normalization": "inside the extractor (mean/std buffers)"},
         "postprocess": {"blur_sigma": options["blur_sigma"], "map_size": list(config.image_size)},
         "calibration": {**normalizer.to_dict(), "method": method, "target_fpr": options["target_fpr"],
-                        "val_images": len(labels), "val_defective": int(sum(labels))},
+                        "val_images": len(labels), "val_defective": int(sum(labels)), "map": map_normalizer.to_dict()},
         "training": {"data": str(Path(options["data"]).resolve()), "category": category.name,
                      "train_images": len(splits.train), "seed": options["seed"], "seconds": round(seconds, 2),
                      "fit_seconds": round(fit_seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1),

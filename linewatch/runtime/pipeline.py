@@ -1,0 +1,186 @@
+"""The streaming runtime: sources -> batcher -> feature engine -> scorer -> post-processing -> ZeroMQ.
+
+Sources decode in their own threads, so decoding overlaps with inference. The main loop takes
+micro-batches, runs the backbone through the chosen engine and scores through the same
+`Inspector.score` path as `inspect-eval`, so published raw scores equal the evaluation's.
+Every verdict is journalled (flushed) before it is published. On stop, frames already decoded are
+still processed, sockets are closed and a summary is returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from linewatch.inspector import Inspector
+from linewatch.runtime.batcher import Batcher
+from linewatch.runtime.engines import open_engine
+from linewatch.runtime.frames import Frame
+from linewatch.runtime.journal import Journal
+from linewatch.runtime.messages import build_header
+from linewatch.runtime.postprocess import encode_frame_jpeg, encode_heatmap, find_regions
+from linewatch.runtime.publisher import DEFAULT_ADDRESS, Publisher
+from linewatch.runtime.sources import SourceSet, parse_sources
+from linewatch.runtime.stats import RuntimeStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    bundle: Path
+    sources: tuple[str, ...]
+    watch: bool = False
+    batch: int = 4
+    max_wait_ms: float = 20.0
+    engine: str = "auto"
+    device: str = "auto"
+    threads: int | None = None
+    publish: str = DEFAULT_ADDRESS
+    send_frames: bool = False
+    wait_subscribers: int = 0
+    wait_timeout_s: float = 10.0
+    journal: Path | None = None
+    runtime_name: str = "linewatch"
+    queue_size: int = 8
+    status_interval_s: float = 1.0
+    min_region_area: int = 1
+
+
+class Runtime:
+    """Owns every resource of one run; `run()` blocks until the sources end or `stop()` is called."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.stop_event = threading.Event()
+        self.stats = RuntimeStats()
+        self.events: list[dict[str, Any]] = []
+        knn_device = "cpu" if options.device == "cpu" else "auto"
+        self.inspector = Inspector.from_bundle(options.bundle, device=knn_device)
+        self.engine = open_engine(options.bundle, self.inspector.manifest, lambda: self.inspector.extractor,
+                                  options.engine, options.device, options.threads)
+        self.preprocessor = self.inspector.preprocessor
+        self.sources = SourceSet(parse_sources(options.sources, options.watch), queue_size=options.queue_size,
+                                 on_event=self._on_event)
+        self.batcher = Batcher(self.sources.get, options.batch, options.max_wait_ms)
+        self.publisher = Publisher(options.publish, options.runtime_name, options.send_frames)
+        self.journal = Journal(options.journal) if options.journal else None
+        self._last_status = 0.0
+
+    def _on_event(self, kind: str, source: str, message: str) -> None:
+        (log.warning if kind == "error" else log.info)("%s: %s", source, message)
+        self.events.append({"kind": kind, "source": source, "message": message, "t": time.time()})
+        del self.events[:-20]
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> dict[str, Any]:
+        """Process until finite sources are exhausted or stop() is called; return the summary."""
+        try:
+            if self.options.wait_subscribers:
+                seen = self.publisher.wait_subscribers(self.options.wait_subscribers, self.options.wait_timeout_s)
+                if seen < self.options.wait_subscribers:
+                    log.warning("only %d of %d subscribers after %.1f s; starting anyway",
+                                seen, self.options.wait_subscribers, self.options.wait_timeout_s)
+            self.stats.started = time.monotonic()
+            self.sources.start()
+            while not self.stop_event.is_set():
+                frames = self.batcher.next_batch(self.stop_event)
+                if frames:
+                    self._process(frames)
+                elif self.sources.done():
+                    break
+                self._maybe_status()
+            self.sources.stop()
+            self._drain()
+            self._maybe_status(force=True)
+        finally:
+            self.sources.stop()
+            self.publisher.close()
+            if self.journal:
+                self.journal.close()
+        return self.summary()
+
+    def _drain(self) -> None:
+        """Frames already decoded when the stop came are still scored and published."""
+        while True:
+            frames: list[Frame] = []
+            while len(frames) < self.options.batch and (frame := self.sources.get(0.0)) is not None:
+                frames.append(frame)
+            if not frames:
+                return
+            self._process(frames)
+
+    def summary(self) -> dict[str, Any]:
+        return self.stats.summary(self.sources.stats(), {
+            "engine": self.engine.describe(), "model": self.inspector.model_id,
+            "published": self.publisher.published, "endpoint": self.publisher.endpoint,
+        })
+
+    def _process(self, frames: list[Frame]) -> None:
+        try:
+            self._process_batch(frames)
+        except Exception:
+            self.stats.errors += len(frames)
+            names = ", ".join(f"{f.source}#{f.index}" for f in frames)
+            log.exception("batch of %d frame(s) failed (%s); skipped", len(frames), names)
+
+    def _process_batch(self, frames: list[Frame]) -> None:
+        count = len(frames)
+        t0 = time.perf_counter()
+        inputs = self.preprocessor.batch([f.image for f in frames])
+        t1 = time.perf_counter()
+        features = self.engine(inputs)
+        t2 = time.perf_counter()
+        timings: dict[str, float] = {}
+        prediction = self.inspector.score(features, timings)
+        shared = {"preprocess": 1000 * (t1 - t0) / count, "backbone": 1000 * (t2 - t1) / count,
+                  "score": timings["score"] / count}
+        maps_ms = timings["maps"] / count
+        for frame, raw, amap in zip(frames, prediction.scores, prediction.maps, strict=True):
+            self._publish_one(frame, float(raw), amap, shared, maps_ms)
+
+    def _publish_one(self, frame: Frame, raw: float, amap: np.ndarray, shared: dict[str, float],
+                     maps_ms: float) -> None:
+        t0 = time.perf_counter()
+        map_norm = self.inspector.map_normalizer
+        regions = find_regions(amap, map_norm.threshold, frame.image.shape[:2], map_norm,
+                               min_area=self.options.min_region_area)
+        heatmap, heatmap_meta = encode_heatmap(amap, map_norm)
+        jpeg = encode_frame_jpeg(frame.image) if self.options.send_frames else None
+        t1 = time.perf_counter()
+        stages = {"decode": frame.decode_ms, **shared, "postprocess": maps_ms + 1000 * (t1 - t0)}
+        end_to_end = {**stages, "total": 1000 * (time.time() - frame.t_capture)}
+        header = build_header(
+            seq=None, source=frame.source, frame=frame.index, path=frame.path, t_capture=frame.t_capture,
+            t_publish=None, raw_score=raw, normalizer=self.inspector.normalizer, model=self.inspector.model_id,
+            latency_ms=end_to_end, heatmap_meta=heatmap_meta, regions=regions, frame_shape=frame.image.shape,
+        )
+        self.publisher.publish_verdict(header, heatmap, jpeg, self.journal)
+        stages["publish"] = 1000 * (time.perf_counter() - t1)
+        self.stats.add_frame(stages, 1000 * (header["t_publish"] - frame.t_capture))
+
+    def _maybe_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_status < self.options.status_interval_s:
+            return
+        self._last_status = now
+        sources = self.sources.stats()
+        self.publisher.publish_status({
+            "fps": round(self.stats.fps(), 3),
+            "frames": self.stats.frames,
+            "queues": {name: s["queue"] for name, s in sources.items()},
+            "drops": {name: s["drops"] for name, s in sources.items()},
+            "errors": self.stats.errors + sum(s["errors"] for s in sources.values()),
+            "uptime_s": round(self.stats.uptime_s(), 3),
+            "sources": sources,
+            "events": self.events[-5:],
+            "engine": self.engine.describe(),
+        })
