@@ -26,7 +26,8 @@ def _format_summary(summary: dict) -> str:
 @click.command(context_settings={"show_default": True})
 @click.option("--bundle", required=True, type=click.Path(path_type=Path), help="Model bundle directory.")
 @click.option("--source", "sources", required=True, multiple=True,
-              help="camera0 | N | video file | rtsp://, http(s):// URL | folder | glob; NAME=SPEC names it. Repeatable.")
+              help="camera0 | N | video file | rtsp:// or http(s):// URL | folder | glob; NAME=SPEC names it. "
+                   "Repeatable.")
 @click.option("--watch", is_flag=True, help="Folder/glob sources keep polling for new files.")
 @click.option("--batch", type=click.IntRange(1, 256), default=4, help="Frames per backbone batch at most.")
 @click.option("--max-wait-ms", type=click.FloatRange(0), default=20.0, help="Longest wait to fill a batch.")
