@@ -22,6 +22,8 @@ def setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from linewatch.models.anomaly_map import anomaly_maps, blur_kernel_size, resize_map
-from linewatch.models.patchcore.coreset import greedy_coreset
+from linewatch.models.patchcore.coreset import coreset_steps, greedy_coreset
 from linewatch.models.patchcore.knn import NearestNeighbours
 from linewatch.models.patchcore.model import PatchCore, PatchCoreParams, flatten_patches
 
@@ -110,3 +110,15 @@ def test_anomaly_map_upsamples_and_blurs() -> None:
     assert maps[0].max() < 1.0
     assert blur_kernel_size(4.0) == 33
     assert resize_map(maps[0], (10, 20)).shape == (10, 20)
+
+
+def test_two_stage_coreset_keeps_rare_clusters_and_reports_its_steps() -> None:
+    rng = np.random.default_rng(7)
+    common = rng.normal(size=(6000, 16))
+    rare = rng.normal(size=(12, 16)) * 0.1 + 25  # 0.2% of the data, far away
+    points = np.concatenate([common, rare]).astype(np.float32)
+    steps: list[int] = []
+    chosen = greedy_coreset(points, 0.01, block_size=1000, progress=steps.append)
+    assert len(chosen) == 60 and len(set(chosen.tolist())) == 60
+    assert any(index >= 6000 for index in chosen)
+    assert len(steps) == coreset_steps(len(points), 0.01, block_size=1000) > 60

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -9,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from linewatch.models.patchcore.coreset import greedy_coreset
+from linewatch.models.patchcore.coreset import coreset_steps, greedy_coreset
 from linewatch.models.patchcore.knn import INDEX_TYPES, NearestNeighbours
 
 BANK_FILE = "memory_bank.npy"
+LARGE_BANK = 40_000
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,12 @@ class PatchCore:
     ) -> PatchCore:
         """Collect every training patch, then keep a greedy coreset of `coreset_ratio` of them."""
         patches = np.concatenate([flatten_patches(batch) for batch in feature_batches])
-        target = max(1, int(round(len(patches) * params.coreset_ratio)))
-        step = progress(target, "coreset") if progress else None
+        bank = len(patches) * params.coreset_ratio
+        if bank > LARGE_BANK:
+            log.warning("a %.0f-patch memory bank (%d patches x %.0f%%) makes coreset selection and scoring slow "
+                        "(both grow with the bank); consider a smaller --coreset-ratio (see the README's trade-off "
+                        "table)", bank, len(patches), 100 * params.coreset_ratio)
+        step = progress(coreset_steps(len(patches), params.coreset_ratio), "coreset") if progress else None
         keep = greedy_coreset(
             patches, params.coreset_ratio, project_dims=params.coreset_dims, seed=params.seed, progress=step
         )
