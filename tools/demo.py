@@ -20,9 +20,9 @@ BIN = Path(sys.executable).parent
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo-synthetic.yaml"
 
 
-def run(*args: str) -> None:
+def command(*args: str) -> list[str]:
     click.secho("$ " + " ".join(args), fg="cyan")
-    subprocess.run([str(BIN / args[0]), *args[1:]], check=True)
+    return [str(BIN / args[0]), *args[1:]]
 
 
 @click.command()
@@ -32,15 +32,31 @@ def main(out: Path, port: int) -> None:
     start = time.perf_counter()
     data = make_synthetic_category(out / "data" / "synthetic")
     click.echo(f"synthetic category written to {data}")
-    bundle, report = out / "bundle", out / "report"
-    run("inspect-train", "--config", str(CONFIG), "--data", str(data), "--out", str(bundle))
-    run("inspect-eval", "--bundle", str(bundle), "--data", str(data), "--out", str(report), "--save-maps")
+    bundle, report, overlays = out / "bundle", out / "report", out / "overlays"
+    address = f"tcp://127.0.0.1:{port}"
+    subprocess.run(command("inspect-train", "--config", str(CONFIG), "--data", str(data), "--out", str(bundle)),
+                   check=True)
+    subprocess.run(command("inspect-eval", "--bundle", str(bundle), "--data", str(data), "--out", str(report),
+                           "--save-maps"), check=True)
+    subprocess.run(command("export-model", str(bundle), "--format", "onnx"), check=True)
+    listener = subprocess.Popen(command("inspect-listen", "--connect", address, "--save-overlays", str(overlays),
+                                        "--timeout", "20"))
+    try:
+        subprocess.run(command("inspect-run", "--bundle", str(bundle), "--source", str(data / "test"),
+                               "--publish", address, "--wait-subscribers", "1", "--journal",
+                               str(out / "journal.jsonl"), "--summary", str(out / "summary.json")), check=True)
+    finally:
+        listener.wait(timeout=60)
     metrics = json.loads((report / "metrics.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     click.echo(f"\ndone in {time.perf_counter() - start:.0f} s")
-    click.echo(f"  bundle:  {bundle}")
-    click.echo(f"  report:  {report} (metrics.json, scores.csv, roc.png, pr.png, pro.png, examples.png, maps/)")
+    click.echo(f"  bundle:   {bundle} (manifest.json, backbone.onnx, memory_bank.npy, ...)")
+    click.echo(f"  report:   {report} (metrics.json, scores.csv, plots, maps/)")
+    click.echo(f"  stream:   {summary['frames']} verdicts published on {address}, journal {out / 'journal.jsonl'}")
+    click.echo(f"  overlays: {overlays} ({len(list(overlays.glob('*.png')))} PNG files from inspect-listen)")
     click.echo(f"  image AUROC {metrics['image_auroc']:.3f}, pixel AUROC {metrics['pixel_auroc']:.3f}, "
-               f"PRO {metrics['pro']:.3f}")
+               f"PRO {metrics['pro']:.3f}; runtime {summary['fps']:.1f} fps, p50 latency "
+               f"{summary['latency_ms']['p50']:.1f} ms")
 
 
 if __name__ == "__main__":

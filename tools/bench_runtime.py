@@ -1,0 +1,81 @@
+"""Runtime benchmark: throughput, latency and per-stage means of `inspect-run` per engine and batch size.
+
+Runs the real pipeline (folder source -> batcher -> engine -> scorer -> post-processing -> ZeroMQ) over
+the bottle test images; trains and exports a default bundle first when --bundle is not given.
+Prints a table and writes JSON. Overhead = (preprocess + postprocess + publish) / (backbone + score);
+decode is reported on its own (it runs in the source threads, overlapped with inference).
+Run: .venv/bin/python tools/bench_runtime.py [--bundle DIR] [--engines onnxruntime,torch] [--batches 1,4,8]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import torch
+
+from linewatch.runtime.engines import tensorrt_problem
+from linewatch.runtime.pipeline import RunOptions, Runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+BOTTLE = ROOT.parent / "shared" / "data" / "mvtec_ad" / "bottle"
+
+
+def ensure_bundle(bundle: Path, data: Path) -> None:
+    """Train (default settings) and export a bundle unless one is already there."""
+    bin_dir = Path(sys.executable).parent
+    if not (bundle / "manifest.json").is_file():
+        subprocess.run([str(bin_dir / "inspect-train"), "--data", str(data), "--out", str(bundle), "--quiet"],
+                       check=True)
+    if not (bundle / "backbone.onnx").is_file():
+        subprocess.run([str(bin_dir / "export-model"), str(bundle)], check=True)
+
+
+@click.command()
+@click.option("--bundle", type=click.Path(path_type=Path), default=Path("bench-out/bundle-patchcore-bottle"),
+              show_default=True)
+@click.option("--data", type=click.Path(path_type=Path), default=BOTTLE, show_default=True)
+@click.option("--engines", default="onnxruntime,torch", show_default=True)
+@click.option("--batches", default="1,4,8", show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-out/runtime.json"), show_default=True)
+def main(bundle: Path, data: Path, engines: str, batches: str, threads: int, out: Path) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    if not data.is_dir():
+        raise click.ClickException(f"{data} not found: the benchmark needs the MVTec bottle data (../shared/data)")
+    torch.set_num_threads(threads)
+    ensure_bundle(bundle, data)
+    names = [e for e in engines.split(",") if e != "tensorrt" or tensorrt_problem() is None]
+    rows = []
+    for engine in names:
+        for batch in (int(b) for b in batches.split(",")):
+            options = RunOptions(bundle=bundle, sources=(str(data / "test"),), batch=batch, engine=engine,
+                                 device="cpu" if engine != "tensorrt" else "cuda", threads=threads,
+                                 publish="tcp://127.0.0.1:*")
+            summary = Runtime(options).run()
+            stage = summary["stage_ms"]
+            overhead = (stage["preprocess"] + stage["postprocess"] + stage["publish"]) / (
+                stage["backbone"] + stage["score"])
+            rows.append({"engine": engine, "batch": batch, "frames": summary["frames"], "fps": summary["fps"],
+                         "ms_per_frame": round(1000 / summary["fps"], 2), "latency_ms": summary["latency_ms"],
+                         "stage_ms": stage, "overhead": round(overhead, 4), "engine_detail": summary["engine"]})
+    header = (f"{'engine':<12} {'batch':>5} {'fps':>7} {'ms/frame':>9} {'p50':>7} {'p95':>7} {'decode':>7} "
+              f"{'prep':>6} {'backbone':>8} {'score':>7} {'post':>6} {'pub':>6} {'overhead':>8}")
+    print(header)
+    for r in rows:
+        s, lat = r["stage_ms"], r["latency_ms"]
+        print(f"{r['engine']:<12} {r['batch']:>5} {r['fps']:>7.1f} {r['ms_per_frame']:>9.2f} {lat['p50']:>7.1f} "
+              f"{lat['p95']:>7.1f} {s['decode']:>7.2f} {s['preprocess']:>6.2f} {s['backbone']:>8.2f} "
+              f"{s['score']:>7.2f} {s['postprocess']:>6.2f} {s['publish']:>6.2f} {r['overhead']:>8.3f}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"bundle": str(bundle), "data": str(data), "threads": threads, "runs": rows},
+                              indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
