@@ -35,6 +35,7 @@ def _greedy(points: torch.Tensor, target: int, generator: torch.Generator,
         selected[step] = current
         dist = sq_norms - 2.0 * (compact @ compact[current]).float() + sq_norms[current]
         torch.minimum(min_dist, dist, out=min_dist)
+        min_dist[current] = 0.0  # bf16 rounding can leave a far point a non-zero distance to itself
         current = int(torch.argmax(min_dist))
         if progress is not None:
             progress(1)
