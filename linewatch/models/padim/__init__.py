@@ -1,0 +1,1 @@
+"""PaDiM: per-position Gaussians over pretrained features, scored by Mahalanobis distance."""
