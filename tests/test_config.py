@@ -18,7 +18,7 @@ def _write(path: Path, text: str) -> Path:
 def test_defaults_file_and_cli_precedence(tmp_path: Path) -> None:
     cfg = _write(tmp_path / "c.yaml", f"data: {tmp_path}\nout: {tmp_path / 'b'}\nimage_size: 128\nseed: 3\n")
     merged = resolve(TRAIN_OPTIONS, cfg, {"seed": 9})
-    assert merged["image_size"] == 128 and merged["seed"] == 9 and merged["coreset_ratio"] == 0.1
+    assert merged["image_size"] == 128 and merged["seed"] == 9 and merged["coreset_ratio"] == 0.01
     assert merged["data"] == tmp_path
 
 

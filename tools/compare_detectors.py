@@ -1,6 +1,7 @@
 """PatchCore vs PaDiM with their defaults on the real datasets: accuracy, training cost, bundle size, scorer cost.
 
-Each detector is trained with `inspect-train`'s pipeline and evaluated with `inspect-eval`'s (test-clean);
+Each detector is trained with `inspect-train`'s pipeline and evaluated with `inspect-eval`'s (test-clean).
+PatchCore uses the dataset's `configs/patchcore-<name>.yaml` when there is one, PaDiM its defaults;
 scorer ms/frame times the shared scoring path's detector step on test features at batch 1.
 Writes Markdown and JSON. Run: .venv/bin/python tools/compare_detectors.py [--data DIR ...] [--out DIR]
 """
@@ -26,6 +27,7 @@ from linewatch.train.pipeline import train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_DATA = (SHARED / "mvtec_ad" / "bottle", SHARED / "magnetic_tile" / "magnetic_tile")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MODELS = ("patchcore", "padim")
 
 
@@ -49,11 +51,13 @@ def compare(data: Path, model: str, work: Path, image_size: int | None) -> dict[
     overrides: dict[str, Any] = {"data": data, "out": bundle, "model": model}
     if image_size:
         overrides["image_size"] = image_size
-    result = train(resolve(TRAIN_OPTIONS, None, overrides), progress=False)
+    config = CONFIGS / f"{model}-{data.name.replace('_', '-')}.yaml"
+    result = train(resolve(TRAIN_OPTIONS, config if config.is_file() else None, overrides), progress=False)
     metrics = evaluate(bundle, data, work / f"{data.name}-{model}-report", progress=False)
     return {
-        "data": data.name, "model": model, "image_auroc": metrics["image_auroc"], "pixel_auroc": metrics["pixel_auroc"],
-        "pro": metrics["pro"], "train_s": round(result.seconds, 1),
+        "data": data.name, "model": model, "config": config.name if config.is_file() else None,
+        "layers": result.manifest["features"]["layers"], "image_auroc": metrics["image_auroc"],
+        "pixel_auroc": metrics["pixel_auroc"], "pro": metrics["pro"], "train_s": round(result.seconds, 1),
         "train_peak_rss_mb": round(result.peak_rss_mb),
         "bundle_mb": round(sum(f["bytes"] for f in result.manifest["files"].values()) / 1e6, 1),
         "scorer_ms_per_frame": round(scorer_ms(bundle, data), 2), "eval_ms_per_image": metrics["ms_per_image"],
@@ -69,8 +73,8 @@ def main(datasets: tuple[Path, ...], out: Path, threads: int, image_size: int | 
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    lines = ["| data | detector | image AUROC | pixel AUROC | PRO | train s | bundle MB | scorer ms/frame |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| data | detector | layers | image AUROC | pixel AUROC | PRO | train s | bundle MB | scorer ms/frame |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for data in datasets:
         if not data.is_dir():
             click.echo(f"skipping {data}: not found", err=True)
@@ -80,7 +84,8 @@ def main(datasets: tuple[Path, ...], out: Path, threads: int, image_size: int | 
             rows.append(row)
             pixel = "-" if row["pixel_auroc"] is None else f"{row['pixel_auroc']:.4f}"
             pro = "-" if row["pro"] is None else f"{row['pro']:.4f}"
-            lines.append(f"| {row['data']} | {model} | {row['image_auroc']:.4f} | {pixel} | {pro} | "
+            layers = "+".join(row["layers"])
+            lines.append(f"| {row['data']} | {model} | {layers} | {row['image_auroc']:.4f} | {pixel} | {pro} | "
                          f"{row['train_s']:.1f} | {row['bundle_mb']:.1f} | {row['scorer_ms_per_frame']:.1f} |")
             click.echo(lines[-1])
     (out / "compare.json").write_text(json.dumps({"threads": threads, "results": rows}, indent=2) + "\n")

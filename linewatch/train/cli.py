@@ -20,7 +20,7 @@ from linewatch.train.options import TRAIN_OPTIONS
 @click.option("--layers", help="Comma-separated feature layers, e.g. layer2,layer3.")
 @click.option("--image-size", type=int, help="Square input size in pixels (default 256).")
 @click.option("--batch-size", type=int, help="Images per forward pass (default 8).")
-@click.option("--coreset-ratio", type=float, help="PatchCore: fraction of patches kept (default 0.1).")
+@click.option("--coreset-ratio", type=float, help="PatchCore: fraction of patches kept (default 0.01).")
 @click.option("--coreset-dims", type=int, help="PatchCore: random-projection dims for coreset selection.")
 @click.option("--projection-dims", type=int, help="Project features to this many dims (default: none).")
 @click.option("--knn", type=int, help="PatchCore: neighbours averaged per patch (default 1).")

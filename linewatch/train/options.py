@@ -18,7 +18,7 @@ TRAIN_OPTIONS: dict[str, Option] = {
     "layers": Option(tuple, None),
     "image_size": Option(int, 256, minimum=32, maximum=2048),
     "batch_size": Option(int, 8, minimum=1),
-    "coreset_ratio": Option(float, 0.1, minimum=1e-4, maximum=1.0),
+    "coreset_ratio": Option(float, 0.01, minimum=1e-4, maximum=1.0),
     "coreset_dims": Option(int, 128, minimum=8),
     "projection_dims": Option(int, None, minimum=8),
     "knn": Option(int, 1, minimum=1),

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PatchCoreParams:
-    coreset_ratio: float = 0.1
+    coreset_ratio: float = 0.01
     coreset_dims: int = 128
     k: int = 1
     index: str = "flat"
