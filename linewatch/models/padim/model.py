@@ -89,9 +89,10 @@ class Padim:
         if (c, h, w) != self.feature_shape:
             raise ValueError(f"features of shape {(c, h, w)} do not match the PaDiM model's {self.feature_shape}")
         x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(self.device)
-        delta = x.reshape(n, c, h * w).permute(2, 0, 1) - self.mean[:, None, :]
-        squared = (torch.bmm(delta, self.inv_cov) * delta).sum(dim=2).clamp_min_(0)
-        return squared.sqrt().T.reshape(n, h, w).cpu().numpy()
+        # Position-major and contiguous: bmm on a strided view is ~3x slower on CPU.
+        delta = x.reshape(n, c, h * w).permute(2, 0, 1).contiguous() - self.mean[:, None, :]
+        squared = torch.bmm(delta, self.inv_cov).mul_(delta).sum(dim=2).clamp_min_(0)
+        return squared.sqrt_().T.reshape(n, h, w).cpu().numpy()
 
     def image_scores(self, patch_scores: np.ndarray, maps: np.ndarray, features: np.ndarray) -> np.ndarray:
         """Max of the blurred anomaly map, as in the PaDiM paper."""
