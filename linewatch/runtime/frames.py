@@ -15,4 +15,6 @@ class Frame:
     t_capture: float  # unix seconds when the frame was read
     path: str | None = None  # file sources: the file, as given
     decode_ms: float = 0.0
+    inputs: np.ndarray | None = None  # the model input (CHW float32), prepared in the source's thread
+    preprocess_ms: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # per-stage milliseconds, filled downstream

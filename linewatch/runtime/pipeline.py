@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from linewatch.inspector import Inspector
+from linewatch.models.patchcore.knn import set_cpu_threads
 from linewatch.runtime.batcher import Batcher
 from linewatch.runtime.engines import open_engine
 from linewatch.runtime.frames import Frame
@@ -30,6 +31,7 @@ from linewatch.runtime.sources import SourceSet, parse_sources
 from linewatch.runtime.stats import RuntimeStats
 
 log = logging.getLogger(__name__)
+RUNTIME_KNN_THREADS = 1  # see set_cpu_threads: sources decode on the same cores
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,13 @@ class Runtime:
         self.stats = RuntimeStats()
         self.events: list[dict[str, Any]] = []
         knn_device = "cpu" if options.device == "cpu" else "auto"
+        set_cpu_threads(RUNTIME_KNN_THREADS)
         self.inspector = Inspector.from_bundle(options.bundle, device=knn_device)
         self.engine = open_engine(options.bundle, self.inspector.manifest, lambda: self.inspector.extractor,
                                   options.engine, options.device, options.threads)
         self.preprocessor = self.inspector.preprocessor
         self.sources = SourceSet(parse_sources(options.sources, options.watch), queue_size=options.queue_size,
-                                 on_event=self._on_event)
+                                 on_event=self._on_event, prepare=self.preprocessor)
         self.batcher = Batcher(self.sources.get, options.batch, options.max_wait_ms)
         self.publisher = Publisher(options.publish, options.runtime_name, options.send_frames)
         self.journal = Journal(options.journal) if options.journal else None
@@ -135,13 +138,15 @@ class Runtime:
     def _process_batch(self, frames: list[Frame]) -> None:
         count = len(frames)
         t0 = time.perf_counter()
-        inputs = self.preprocessor.batch([f.image for f in frames])
+        # Sources resize in their own threads (overlapping inference); only the stacking is on this thread.
+        inputs = np.stack([f.inputs if f.inputs is not None else self.preprocessor(f.image) for f in frames])
         t1 = time.perf_counter()
         features = self.engine(inputs)
         t2 = time.perf_counter()
         timings: dict[str, float] = {}
         prediction = self.inspector.score(features, timings)
-        shared = {"preprocess": 1000 * (t1 - t0) / count, "backbone": 1000 * (t2 - t1) / count,
+        prepared = sum(f.preprocess_ms for f in frames)
+        shared = {"preprocess": (prepared + 1000 * (t1 - t0)) / count, "backbone": 1000 * (t2 - t1) / count,
                   "score": timings["score"] / count}
         maps_ms = timings["maps"] / count
         for frame, raw, amap in zip(frames, prediction.scores, prediction.maps, strict=True):

