@@ -84,6 +84,8 @@ class OnnxRuntimeEngine:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # Idle intra-op threads would spin after each run, taking the cores the scorer and decoders need next.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.threads = threads
         self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         self.providers: list[str] = self.session.get_providers()
