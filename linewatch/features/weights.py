@@ -6,7 +6,6 @@ PyPI packages; ResNets: the torch hub cache), `none` (seeded random init, for te
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from linewatch.bundle import sha256
 from linewatch.features.backbones import BackboneSpec
 
 
@@ -28,14 +28,6 @@ class WeightsInfo:
 
     source: str
     sha256: str | None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _lite_package_file(name: str) -> Path:
@@ -134,4 +126,4 @@ def load_weights(module: nn.Module, spec: BackboneSpec, weights: str, seed: int 
     if wrong:
         raise WeightsError(f"{path} does not fit {spec.name}: wrong shape for {wrong[:3]}")
     module.load_state_dict({k: state[k] for k in wanted})
-    return WeightsInfo(source=str(path), sha256=file_sha256(path))
+    return WeightsInfo(source=str(path), sha256=sha256(path))
