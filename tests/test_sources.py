@@ -359,3 +359,25 @@ def test_sources_are_served_round_robin(tmp_path: Path) -> None:
         _wait_for(lambda: all(s["queue"] == 3 for s in sources.stats().values()))
         frames = _collect(sources)
     assert [f.source for f in frames] == ["a", "b", "a", "b", "a", "b"]
+
+
+def test_sources_prepare_model_inputs_in_their_threads_and_skip_failures(tmp_path: Path) -> None:
+    for value in range(3):
+        _write_png(tmp_path / "imgs" / f"{value}.png", 10 * value)
+    workers: set[str] = set()
+
+    def prepare(image: np.ndarray) -> np.ndarray:
+        workers.add(threading.current_thread().name)
+        if image[0, 0, 2] == 10:  # RGB: blue carries the value
+            raise ValueError("unusable frame")
+        return image.transpose(2, 0, 1).astype(np.float32)
+
+    events = Events()
+    with SourceSet([parse_source(str(tmp_path / "imgs"))], on_event=events, prepare=prepare) as sources:
+        frames = _collect(sources)
+        stats = sources.stats()["imgs"]
+    assert [Path(f.path).name for f in frames] == ["0.png", "2.png"]
+    for frame in frames:
+        assert np.array_equal(frame.inputs, frame.image.transpose(2, 0, 1)) and frame.preprocess_ms >= 0
+    assert workers == {"source-imgs"} and stats["errors"] == 1 and stats["state"] == "finished"
+    assert any("1.png" in message and "unusable frame" in message for _, _, message in events.items)
