@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from linewatch.inspector import Inspector
@@ -32,6 +33,9 @@ from linewatch.runtime.stats import RuntimeStats
 
 log = logging.getLogger(__name__)
 RUNTIME_KNN_THREADS = 1  # see set_cpu_threads: sources decode on the same cores
+# OpenCV's pool would split each resize / blur across cores the engine is using (bottle, 2 cores, batch 4:
+# 29.4 -> 23.0 ms/frame with 1); the runtime's parallelism is its threads (one per source, plus inference).
+RUNTIME_OPENCV_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class Runtime:
         self.events: list[dict[str, Any]] = []
         knn_device = "cpu" if options.device == "cpu" else "auto"
         set_cpu_threads(RUNTIME_KNN_THREADS)
+        cv2.setNumThreads(RUNTIME_OPENCV_THREADS)
         self.inspector = Inspector.from_bundle(options.bundle, device=knn_device)
         self.engine = open_engine(options.bundle, self.inspector.manifest, lambda: self.inspector.extractor,
                                   options.engine, options.device, options.threads)
