@@ -15,8 +15,9 @@ from linewatch.bundle import read_manifest
 from linewatch.data.synthetic import make_synthetic_category
 from linewatch.evaluate.cli import main as eval_main
 from linewatch.models import load_detector
+from linewatch.models.device import torch_device
 from linewatch.models.padim.gaussian import GaussianAccumulator
-from linewatch.models.padim.model import Padim, PadimParams, choose_device
+from linewatch.models.padim.model import Padim, PadimParams
 from linewatch.train.cli import main as train_main
 
 
@@ -97,8 +98,10 @@ def test_cuda_without_gpu_is_refused() -> None:
     if torch.cuda.is_available():
         pytest.skip("a GPU is present; this checks the CPU-only refusal")
     with pytest.raises(RuntimeError, match="GPU"):
-        choose_device("cuda")
-    assert choose_device("auto").type == "cpu"
+        torch_device("cuda")
+    assert torch_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="unknown device"):
+        torch_device("gpu")
 
 
 def test_train_and_eval_padim_on_synthetic_category(tmp_path: Path) -> None:

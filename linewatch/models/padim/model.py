@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from linewatch.models.device import torch_device
 from linewatch.models.padim.gaussian import GaussianAccumulator
 
 GAUSSIAN_FILE = "padim_gaussian.safetensors"
@@ -27,19 +28,6 @@ class PadimParams:
             raise ValueError("epsilon must be >= 0")
 
 
-def choose_device(device: str) -> torch.device:
-    """cpu, cuda, or auto (cuda when torch sees a GPU); asking for cuda without one is an error."""
-    if device == "cpu":
-        return torch.device("cpu")
-    if device not in ("auto", "cuda"):
-        raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if device == "cuda":
-        raise RuntimeError("device 'cuda' asked for, but torch sees no GPU")
-    return torch.device("cpu")
-
-
 class Padim:
     kind = "padim"
 
@@ -53,7 +41,7 @@ class Padim:
         self.feature_shape = feature_shape
         self.params = params
         self.train_images = train_images
-        self.device = choose_device(device)
+        self.device = torch_device(device)
         self.mean = torch.from_numpy(np.ascontiguousarray(mean, dtype=np.float32)).to(self.device)
         self.inv_cov = torch.from_numpy(np.ascontiguousarray(inv_cov, dtype=np.float32)).to(self.device)
         log.info("Mahalanobis scorer on %s (%d positions x %d dims)", self.device, height * width, channels)

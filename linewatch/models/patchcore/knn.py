@@ -10,6 +10,8 @@ import logging
 
 import numpy as np
 
+from linewatch.models.device import torch_device
+
 log = logging.getLogger(__name__)
 
 INDEX_TYPES = ("flat", "hnsw", "ivf")
@@ -76,19 +78,10 @@ class NearestNeighbours:
         log.info("kNN backend: %s (%s index, %d x %d bank)", self.backend, index_type, *self.bank.shape)
 
     def _choose_backend(self, device: str) -> str:
-        if device == "cpu":
-            return "faiss-cpu"
-        if device not in ("auto", "cuda"):
-            raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
-        if self.index_type == "flat" and faiss_gpu_count() > 0:
+        """faiss-gpu for a flat index when it sees a GPU, else torch on CUDA, else FAISS on CPU."""
+        if device in ("auto", "cuda") and self.index_type == "flat" and faiss_gpu_count() > 0:
             return "faiss-gpu"
-        import torch
-
-        if torch.cuda.is_available():
-            return "torch-cuda"
-        if device == "cuda":
-            raise RuntimeError("device 'cuda' asked for, but neither faiss-gpu nor torch sees a GPU")
-        return "faiss-cpu"
+        return "torch-cuda" if torch_device(device).type == "cuda" else "faiss-cpu"
 
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Euclidean distances (M, k) and bank indices (M, k), nearest first."""
