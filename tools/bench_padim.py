@@ -19,7 +19,7 @@ from linewatch.inspector import score_features
 from linewatch.models.padim.model import Padim, PadimParams
 
 
-def best_ms(fn, frames: int, repeats: int) -> float:
+def median_ms(fn, frames: int, repeats: int) -> float:
     """Median over repeats of ms per frame (one warm-up call first)."""
     fn()
     times = []
@@ -49,9 +49,9 @@ def main(image_size: int, dims: int, stride: int, threads: int, repeats: int, ou
               "fit_seconds_random_features": round(fit_s, 2), "target_ms": 20.0}
     for batch in (1, 8):
         feats = rng.normal(size=(batch, dims, side, side)).astype(np.float32)
-        result[f"mahalanobis_ms_per_frame_b{batch}"] = round(best_ms(lambda f=feats: model.patch_scores(f),
+        result[f"mahalanobis_ms_per_frame_b{batch}"] = round(median_ms(lambda f=feats: model.patch_scores(f),
                                                                      batch, repeats), 2)
-        result[f"score_path_ms_per_frame_b{batch}"] = round(best_ms(
+        result[f"score_path_ms_per_frame_b{batch}"] = round(median_ms(
             lambda f=feats: score_features(model, f, (image_size, image_size), 4.0), batch, repeats), 2)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

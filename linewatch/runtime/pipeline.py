@@ -73,9 +73,8 @@ class Runtime:
         self.inspector = Inspector.from_bundle(options.bundle, device=knn_device)
         self.engine = open_engine(options.bundle, self.inspector.manifest, lambda: self.inspector.extractor,
                                   options.engine, options.device, options.threads)
-        self.preprocessor = self.inspector.preprocessor
         self.sources = SourceSet(parse_sources(options.sources, options.watch), queue_size=options.queue_size,
-                                 on_event=self._on_event, prepare=self.preprocessor)
+                                 on_event=self._on_event, prepare=self.inspector.preprocessor)
         self.batcher = Batcher(self.sources.get, options.batch, options.max_wait_ms)
         self.publisher = Publisher(options.publish, options.runtime_name, options.send_frames)
         self.journal = Journal(options.journal) if options.journal else None
@@ -143,8 +142,8 @@ class Runtime:
     def _process_batch(self, frames: list[Frame]) -> None:
         count = len(frames)
         t0 = time.perf_counter()
-        # Sources resize in their own threads (overlapping inference); only the stacking is on this thread.
-        inputs = np.stack([f.inputs if f.inputs is not None else self.preprocessor(f.image) for f in frames])
+        # Sources resize in their own threads (`prepare`, overlapping inference); only the stacking is here.
+        inputs = np.stack([f.inputs for f in frames])
         t1 = time.perf_counter()
         features = self.engine(inputs)
         t2 = time.perf_counter()
