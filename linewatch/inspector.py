@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from linewatch.bundle import bundle_id, read_manifest
+from linewatch.bundle import BundleError, bundle_id, read_manifest
 from linewatch.features.extractor import FeatureConfig, FeatureExtractor
-from linewatch.features.preprocess import Preprocessor
+from linewatch.features.preprocess import RESIZE_POLICY, Preprocessor
 from linewatch.metrics.calibrate import ScoreNormalizer
 from linewatch.models import load_detector
 from linewatch.models.anomaly_map import anomaly_maps
@@ -79,6 +79,15 @@ def load_extractor(directory: Path, config: FeatureConfig) -> FeatureExtractor:
     return extractor.eval()
 
 
+def check_resize_policy(manifest: dict[str, Any], directory: Path) -> None:
+    """Refuse a bundle trained under another resize policy: its scores and threshold would not hold here."""
+    policy = manifest.get("preprocess", {}).get("resize")
+    if policy != RESIZE_POLICY:
+        raise BundleError(
+            f"{directory} was trained with resize policy {policy!r}, but this linewatch resizes with "
+            f"{RESIZE_POLICY!r}: retrain it with inspect-train (then export-model)")
+
+
 @dataclass
 class Inspector:
     """A loaded model: preprocessing, the feature extractor, the detector, calibration."""
@@ -94,6 +103,7 @@ class Inspector:
     @classmethod
     def from_bundle(cls, directory: Path, device: str = "cpu") -> Inspector:
         manifest = read_manifest(directory)
+        check_resize_policy(manifest, directory)
         config = FeatureConfig.from_dict(manifest["features"])
         return cls(
             manifest=manifest,

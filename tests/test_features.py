@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from linewatch.features.backbones import BACKBONES, build_backbone, get_spec
 from linewatch.features.extractor import FeatureConfig, FeatureExtractor, build_extractor
-from linewatch.features.preprocess import Preprocessor
+from linewatch.features.preprocess import Preprocessor, resize
 from linewatch.features.weights import WeightsError, load_weights
 
 
@@ -114,3 +115,24 @@ def test_preprocessor_resizes_and_lays_out_chw() -> None:
     assert np.allclose(out[0], 200) and np.allclose(out[1:], 0)
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         Preprocessor((32, 32))(np.zeros((10, 10), np.uint8))
+
+
+def test_resize_averages_areas_like_inter_area() -> None:
+    rng = np.random.default_rng(0)
+    smooth = cv2.resize(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8), (700, 900), interpolation=cv2.INTER_CUBIC)
+    area = cv2.resize(smooth, (200, 256), interpolation=cv2.INTER_AREA)
+    assert np.abs(resize(smooth, (256, 200)).astype(float) - area).mean() < 1.0
+    whole = rng.integers(0, 256, (1024, 512, 3), dtype=np.uint8)  # whole factors: INTER_AREA's box, up to rounding
+    exact = cv2.resize(whole, (128, 256), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(resize(whole, (256, 128)).astype(int) - exact).max() <= 1
+    small = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)  # enlarging: bilinear
+    assert np.array_equal(resize(small, (64, 64)), cv2.resize(small, (64, 64), interpolation=cv2.INTER_LINEAR))
+
+
+def test_resize_averages_fine_patterns_instead_of_sampling_them() -> None:
+    # Stripes every third pixel: an area average is near flat grey, plain bilinear sampling shows bands.
+    stripes = np.zeros((900, 900, 3), np.uint8)
+    stripes[:, ::3] = 255
+    out = resize(stripes, (256, 256)).astype(float)
+    sampled = cv2.resize(stripes, (256, 256), interpolation=cv2.INTER_LINEAR).astype(float)
+    assert abs(out.mean() - 85) < 2 and out.std() < sampled.std() / 2

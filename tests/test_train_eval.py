@@ -110,3 +110,15 @@ def test_eval_refuses_a_non_bundle(category: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(eval_main, ["--bundle", str(tmp_path), "--data", str(category), "--out",
                                             str(tmp_path / "r")])
     assert result.exit_code != 0 and "not a linewatch bundle" in result.output
+
+
+def test_eval_refuses_a_bundle_trained_with_another_resize_policy(trained: Path, category: Path,
+                                                                  tmp_path: Path) -> None:
+    bundle = tmp_path / "old"
+    shutil.copytree(trained, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["preprocess"]["resize"] = "stretch; cv2 INTER_AREA when shrinking, INTER_LINEAR when enlarging"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(eval_main, ["--bundle", str(bundle), "--data", str(category), "--out",
+                                            str(tmp_path / "r")])
+    assert result.exit_code != 0 and "resize policy" in result.output and "inspect-train" in result.output

@@ -7,13 +7,32 @@ exported graph), so the runtime never needs to know a backbone's mean/std.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-RESIZE_POLICY = "stretch; cv2 INTER_AREA when shrinking, INTER_LINEAR when enlarging"
+RESIZE_POLICY = "stretch; cv2 INTER_LINEAR to a whole multiple m of the size (shrink factor <= 2), then INTER_AREA by m"
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Stretch to (height, width) with area averaging at a fraction of INTER_AREA's cost.
+
+    cv2's INTER_AREA is slow at fractional factors (900 -> 256 px: 4.7 ms) and fast at whole ones. A
+    bilinear step to m times the size (m chosen so that step shrinks by at most 2, where bilinear still
+    reads every pixel) followed by an exact m x m box average costs 1.0 ms and differs from INTER_AREA
+    by 0.3 grey levels on average (bottle). Enlarging is plain bilinear.
+    """
+    height, width = size
+    my = max(1, math.ceil(image.shape[0] / (2 * height)))
+    mx = max(1, math.ceil(image.shape[1] / (2 * width)))
+    if image.shape[:2] != (height * my, width * mx):
+        image = cv2.resize(image, (width * mx, height * my), interpolation=cv2.INTER_LINEAR)
+    if mx > 1 or my > 1:
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    return image
 
 
 @dataclass(frozen=True)
@@ -25,10 +44,7 @@ class Preprocessor:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} {image.dtype}")
-        height, width = self.size
-        shrinking = image.shape[0] >= height and image.shape[1] >= width
-        resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-        return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32)
+        return np.ascontiguousarray(resize(image, self.size).transpose(2, 0, 1), dtype=np.float32)
 
     def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return np.stack([self(image) for image in images])
