@@ -52,6 +52,20 @@ def test_knn_matches_brute_force(index: str) -> None:
         assert np.mean(np.isclose(dist[:, 0], expected[:, 0], atol=1e-4)) > 0.8
 
 
+def test_flat_knn_takes_the_blas_path_for_one_frame_of_queries() -> None:
+    import faiss
+
+    from linewatch.models.patchcore.knn import BLAS_THRESHOLD
+
+    rng = np.random.default_rng(4)
+    bank, queries = rng.normal(size=(3000, 432)).astype(np.float32), rng.normal(size=(256, 432)).astype(np.float32)
+    dist, idx = NearestNeighbours(bank).search(queries, 1)
+    assert faiss.cvar.distance_compute_blas_threshold == BLAS_THRESHOLD < len(queries)
+    brute = ((queries[:, None] - bank[None]) ** 2).sum(-1)
+    assert np.array_equal(idx[:, 0], brute.argmin(1))
+    assert np.allclose(dist[:, 0], np.sqrt(brute.min(1)), rtol=1e-4)
+
+
 def test_knn_cuda_without_gpu_is_refused() -> None:
     import torch
 
