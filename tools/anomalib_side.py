@@ -5,6 +5,8 @@ lukemelas-style state dict is renamed onto timm's `tf_efficientnet_lite0` by ten
 layers (strides 8 and 16), size and coreset ratio as linewatch's default; tests it with its own engine,
 exports it with its own ONNX exporter and times that export end to end (read image -> ONNX Runtime)
 over every test image. Only anomalib's public API is used. Writes one JSON result.
+`--time-only ONNX` skips fitting and only times an existing export again (the driver alternates such
+passes with linewatch's, so a slow spell of a shared machine hits both sides).
 """
 
 from __future__ import annotations
@@ -136,10 +138,14 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for fit/test")
+    parser.add_argument("--time-only", type=Path, help="An exported model.onnx to time again; nothing is fitted")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     data = args.data.resolve()
+    if args.time_only:
+        args.result.write_text(json.dumps(time_onnx(args.time_only, test_images(data), args.threads)) + "\n")
+        return
     model = build_model(args.image_size, args.coreset)
     datamodule = MVTecAD(root=data.parent, category=data.name, num_workers=args.workers)
     engine = Engine(default_root_dir=args.work, accelerator="cpu", devices=1, logger=False,
