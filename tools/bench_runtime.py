@@ -4,6 +4,7 @@ Runs the real pipeline (folder source -> batcher -> engine -> scorer -> post-pro
 the bottle test images; trains and exports a default bundle first when --bundle is not given.
 Prints a table and writes JSON. Overhead = (preprocess + postprocess + publish) / (backbone + score);
 decode is reported on its own (it runs in the source threads, overlapped with inference).
+Each configuration runs --repeat times, interleaved; the median run is reported.
 Run: .venv/bin/python tools/bench_runtime.py [--bundle DIR] [--engines onnxruntime,torch] [--batches 1,4,8]
 """
 

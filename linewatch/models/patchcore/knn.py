@@ -15,9 +15,10 @@ from linewatch.models.device import torch_device
 log = logging.getLogger(__name__)
 
 INDEX_TYPES = ("flat", "hnsw", "ivf")
-# Below this many queries FAISS scans with its own SIMD loop instead of a BLAS matrix product. faiss-cpu
-# 1.15 ships 128,000, which sends one frame of a 432-dim model (256 queries x 7.8k bank) down the SIMD
-# loop at 152 ms on one core; BLAS does it in 27 ms. 20 is FAISS's long-standing value.
+# FAISS's switch from its own SIMD scan to a BLAS matrix product (`distance_compute_blas_threshold`).
+# faiss-cpu 1.15 ships 128,000, under which one frame of a 432-dim model (256 queries x 7.8k bank) took
+# the SIMD scan: 152 ms on one core, against 27 ms through BLAS. 20, FAISS's long-standing value, sends
+# every frame to BLAS.
 BLAS_THRESHOLD = 20
 
 
