@@ -29,9 +29,9 @@ from typing import Any
 import click
 import numpy as np
 import torch
+from bench_runtime import median_run, run_once  # sibling script: tools/ is on sys.path when run
 
 from linewatch.evaluate.pipeline import evaluate
-from linewatch.runtime.pipeline import RunOptions, Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 BOTTLE = ROOT.parent / "shared" / "data" / "mvtec_ad" / "bottle"
@@ -96,31 +96,21 @@ def anomalib_timing(python: str, data: Path, work: Path, onnx: str, threads: int
     return json.loads(result.read_text())["ms_per_image"]
 
 
-def linewatch_runtime(bundle: Path, data: Path, batch: int, threads: int) -> dict[str, Any]:
-    """One pass of the streaming runtime over the test folder: decode, preprocess, ONNX backbone, kNN, maps, publish."""
-    options = RunOptions(bundle=bundle, sources=(str(data / "test"),), batch=batch, engine="onnxruntime",
-                         device="cpu", threads=threads, publish="tcp://127.0.0.1:*")
-    summary = Runtime(options).run()
-    return {"batch": batch, "frames": summary["frames"], "fps": summary["fps"],
-            "ms_per_image": round(1000 / summary["fps"], 2), "latency_ms": summary["latency_ms"],
-            "stage_ms": summary["stage_ms"]}
-
-
 def timed_rounds(python: str, data: Path, work: Path, theirs: dict[str, Any], bundle: Path, batches: list[int],
                  threads: int, rounds: int) -> tuple[list[float], list[dict[str, Any]]]:
-    """Alternate anomalib and linewatch passes: anomalib's ms/image per round, linewatch's median run per batch."""
+    """Alternate anomalib and linewatch passes: anomalib's ms/image per round, linewatch's median run per batch.
+
+    linewatch's passes are bench_runtime's (`inspect-run`'s pipeline with the onnxruntime engine), so both
+    benchmarks time the runtime the same way.
+    """
     anomalib_ms: list[float] = []
     ours: dict[int, list[dict[str, Any]]] = {batch: [] for batch in batches}
     for round_no in range(rounds):
         click.echo(f"timing round {round_no + 1}/{rounds} ...", err=True)
         anomalib_ms.append(anomalib_timing(python, data, work, theirs["onnx"], threads))
         for batch in batches:
-            ours[batch].append(linewatch_runtime(bundle, data, batch, threads))
-    rows = []
-    for batch in batches:
-        runs = sorted(ours[batch], key=lambda r: r["ms_per_image"])
-        rows.append({**runs[(len(runs) - 1) // 2], "ms_per_image_runs": [r["ms_per_image"] for r in ours[batch]]})
-    return anomalib_ms, rows
+            ours[batch].append(run_once(bundle, data, "onnxruntime", batch, threads))
+    return anomalib_ms, [median_run(ours[batch]) for batch in batches]
 
 
 def fmt(value: float | None, digits: int) -> str:
@@ -138,8 +128,8 @@ def print_table(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
                      None, 1))
     rows += [
         ("train images", theirs["train_images"], ours["train"]["train_images"], 0),
-        ("ms/image e2e, batch 1", onnx["ms_per_image"], ours["runtime"][0]["ms_per_image"], 1),
-        *[(f"ms/image e2e, linewatch batch {r['batch']}", None, r["ms_per_image"], 1) for r in ours["runtime"][1:]],
+        ("ms/image e2e, batch 1", onnx["ms_per_image"], ours["runtime"][0]["ms_per_frame"], 1),
+        *[(f"ms/image e2e, linewatch batch {r['batch']}", None, r["ms_per_frame"], 1) for r in ours["runtime"][1:]],
         ("image AUROC (engine.test | eval)", tested.get("image_AUROC"), metrics["image_auroc"], 4),
         ("image AUROC through ONNX export", onnx["image_auroc"], None, 4),
         ("pixel AUROC (engine.test | eval)", tested.get("pixel_AUROC"), metrics["pixel_auroc"], 4),
@@ -151,7 +141,7 @@ def print_table(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
         print(f"{name:<42} {fmt(a, digits):>10} {fmt(b, digits):>10}")
     print(f"anomalib ms/image per round: {onnx['ms_per_image_runs']}")
     for r in ours["runtime"]:
-        print(f"linewatch batch {r['batch']} ms/image per round: {r['ms_per_image_runs']}")
+        print(f"linewatch batch {r['batch']} ms/image per round: {r['ms_per_frame_runs']}")
     for ratio in ours["throughput_ratio"]:
         print(f"throughput ratio at linewatch batch {ratio['batch']}: {ratio['ratio']:.2f}x (target >= 2x)")
 
@@ -198,7 +188,7 @@ def main(anomalib_python: str, data: Path, out: Path, bundle: Path, skip_train: 
     ours["metrics"] = {k: v for k, v in evaluate(bundle, data, work / "linewatch-eval", split="all",
                                                  progress=False).items() if not isinstance(v, dict | list)}
     ours["throughput_ratio"] = [{"batch": r["batch"], "ratio": round(theirs["onnx_e2e"]["ms_per_image"]
-                                                                        / r["ms_per_image"], 2)}
+                                                                        / r["ms_per_frame"], 2)}
                                 for r in ours["runtime"]]
     print_table(ours, theirs)
     out.write_text(json.dumps({"data": str(data), "threads": threads, "bundle": str(bundle), "loadavg": load,
