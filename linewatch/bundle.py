@@ -14,9 +14,12 @@ from typing import Any
 
 from linewatch import __version__
 
-SCHEMA = "linewatch.bundle/1"
+SCHEMA = "linewatch.bundle/2"
+SCHEMA_V1 = "linewatch.bundle/1"
 MANIFEST = "manifest.json"
-REQUIRED = ("schema", "detector", "features", "calibration", "files")
+REQUIRED = ("schema", "detector", "network", "calibration", "files")
+REQUIRED_V1 = ("schema", "detector", "features", "calibration", "files")
+V1_WEIGHTS = "extractor.safetensors"
 
 
 class BundleError(ValueError):
@@ -34,7 +37,7 @@ def sha256(path: Path) -> str:
 def write_manifest(directory: Path, manifest: dict[str, Any], files: list[str]) -> dict[str, Any]:
     """Hash `files` (relative to `directory`) and write the manifest last, so a half-written bundle never validates."""
     directory = Path(directory)
-    manifest = dict(manifest)
+    manifest = {key: value for key, value in manifest.items() if key != "read_as"}
     manifest["schema"] = SCHEMA
     manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     manifest["code_version"] = __version__
@@ -59,9 +62,10 @@ def read_manifest(directory: Path, verify: bool = True) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise BundleError(f"{path} is not valid JSON: {exc}") from exc
     schema = manifest.get("schema") if isinstance(manifest, dict) else None
-    if schema != SCHEMA:
-        raise BundleError(f"{path}: schema {schema!r} is not supported by linewatch {__version__} (expects {SCHEMA!r})")
-    missing = [key for key in REQUIRED if key not in manifest]
+    if schema not in (SCHEMA, SCHEMA_V1):
+        raise BundleError(f"{path}: schema {schema!r} is not supported by linewatch {__version__} "
+                          f"(reads {SCHEMA!r} and {SCHEMA_V1!r})")
+    missing = [key for key in (REQUIRED if schema == SCHEMA else REQUIRED_V1) if key not in manifest]
     if missing:
         raise BundleError(f"{path}: missing section(s) {', '.join(missing)}")
     if verify:
@@ -73,7 +77,28 @@ def read_manifest(directory: Path, verify: bool = True) -> dict[str, Any]:
                 raise BundleError(
                     f"{directory}: file {name} does not match its SHA-256 in the manifest (modified or corrupt)"
                 )
-    return manifest
+    return upgrade_v1(manifest) if schema == SCHEMA_V1 else manifest
+
+
+def upgrade_v1(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Read a v1 bundle (feature-memory detectors only) as v2: its `features` section becomes `network`.
+
+    v1 held the feature extractor's config in `features`, its weights in `extractor.safetensors` and its
+    export as `backbone.onnx` (recorded under `export`), all of which v2 names in the network section.
+    """
+    features = dict(manifest["features"])
+    pretrained = {"source": features.pop("weights", None), "sha256": features.pop("weights_sha256", None)}
+    network = {
+        "architecture": "feature_extractor",
+        "params": features,
+        "input": {"name": "images", "size": list(features["image_size"]), "channels": 3,
+                  "dtype": "float32", "range": [0, 255], "layout": "NCHW RGB"},
+        "normalization": "backbone mean/std, inside the network",
+        "outputs": ["features"],
+        "weights": V1_WEIGHTS,
+        "pretrained": pretrained,
+    }
+    return {**manifest, "network": network, "read_as": SCHEMA}
 
 
 def bundle_id(manifest: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ class Option:
     required: bool = False
     minimum: float | None = None
     maximum: float | None = None
+    help: str = ""
 
 
 def _check(key: str, option: Option, value: Any, origin: str) -> Any:

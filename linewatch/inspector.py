@@ -1,82 +1,24 @@
-"""From a bundle (or a freshly fitted model) to predictions: features -> detector -> maps -> scores.
+"""A loaded bundle: preprocessing, the detector's scorer, calibration, and its network (built only when asked).
 
-Evaluation, the export parity check and the runtime all score through `score_features`, so a raw
-score means the same number everywhere; only the feature engine (torch, onnxruntime, TensorRT) varies.
+The runtime with an ONNX or TensorRT engine never touches `network`, so it builds no PyTorch model;
+evaluation and the export parity check use `reference_engine()` (the network in eager PyTorch).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from linewatch.bundle import BundleError, bundle_id, read_manifest
-from linewatch.features.extractor import FeatureConfig, FeatureExtractor
+from linewatch.engines.base import NetworkIO
 from linewatch.features.preprocess import RESIZE_POLICY, Preprocessor
 from linewatch.metrics.calibrate import ScoreNormalizer
-from linewatch.models import load_detector
-from linewatch.models.anomaly_map import anomaly_maps
 from linewatch.models.base import Detector
-
-EXTRACTOR_FILE = "extractor.safetensors"
-FeatureFn = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    scores: np.ndarray  # (N,) raw image scores
-    maps: np.ndarray  # (N, H, W) float32 anomaly maps at the model's input size
-
-
-def score_features(
-    detector: Detector, features: np.ndarray, image_size: tuple[int, int], sigma: float,
-    timings: dict[str, float] | None = None,
-) -> Prediction:
-    """The one scoring path: patch scores, blurred maps at the input size, image scores.
-
-    `timings`, when given, receives milliseconds for `score` (detector) and `maps` (map post-processing).
-    """
-    start = time.perf_counter()
-    patch = detector.patch_scores(features)
-    scored = time.perf_counter()
-    maps = anomaly_maps(patch, image_size, sigma)
-    scores = detector.image_scores(patch, maps, features).astype(np.float32)
-    if timings is not None:
-        timings["score"] = 1000 * (scored - start)
-        timings["maps"] = 1000 * (time.perf_counter() - scored)
-    return Prediction(scores=scores, maps=maps)
-
-
-def torch_features(extractor: FeatureExtractor, device: str = "cpu") -> FeatureFn:
-    """Wrap the extractor as numpy -> numpy, the same signature as the exported engines."""
-    extractor = extractor.to(device).eval()
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return extractor(torch.from_numpy(batch).to(device)).float().cpu().numpy()
-
-    return run
-
-
-def save_extractor(extractor: FeatureExtractor, directory: Path) -> str:
-    from safetensors.torch import save_file
-
-    state = {k: v.contiguous() for k, v in extractor.state_dict().items()}
-    save_file(state, str(Path(directory) / EXTRACTOR_FILE))
-    return EXTRACTOR_FILE
-
-
-def load_extractor(directory: Path, config: FeatureConfig) -> FeatureExtractor:
-    from safetensors.torch import load_file
-
-    extractor = FeatureExtractor(config)
-    extractor.load_state_dict(load_file(str(Path(directory) / EXTRACTOR_FILE)))
-    return extractor.eval()
+from linewatch.models.registry import load_detector
+from linewatch.scoring import Prediction, score_outputs
 
 
 def check_resize_policy(manifest: dict[str, Any], directory: Path) -> None:
@@ -90,38 +32,58 @@ def check_resize_policy(manifest: dict[str, Any], directory: Path) -> None:
 
 @dataclass
 class Inspector:
-    """A loaded model: preprocessing, the feature extractor, the detector, calibration."""
+    """A loaded model: network contract, scorer, calibration; the PyTorch network is loaded lazily."""
 
+    directory: Path
     manifest: dict[str, Any]
-    features: FeatureConfig
-    extractor: FeatureExtractor
+    io: NetworkIO
     detector: Detector
     normalizer: ScoreNormalizer  # image scores: verdict threshold at 0.5
     map_normalizer: ScoreNormalizer  # anomaly maps: region threshold at 0.5
     blur_sigma: float
+    _network: Any = field(default=None, repr=False)
 
     @classmethod
     def from_bundle(cls, directory: Path, device: str = "cpu") -> Inspector:
+        directory = Path(directory)
         manifest = read_manifest(directory)
         check_resize_policy(manifest, directory)
-        config = FeatureConfig.from_dict(manifest["features"])
         return cls(
+            directory=directory,
             manifest=manifest,
-            features=config,
-            extractor=load_extractor(directory, config),
-            detector=load_detector(Path(directory), manifest["detector"], device=device),
+            io=NetworkIO.from_section(manifest["network"]),
+            detector=load_detector(directory, manifest["detector"], device=device),
             normalizer=ScoreNormalizer.from_dict(manifest["calibration"]),
             map_normalizer=ScoreNormalizer.from_dict(manifest["calibration"]["map"]),
             blur_sigma=float(manifest["postprocess"]["blur_sigma"]),
         )
 
     @property
+    def network(self) -> Any:
+        """The bundle's PyTorch network (eval mode, CPU), built on first use."""
+        if self._network is None:
+            from linewatch.models.network import load_network
+
+            self._network = load_network(self.directory, self.manifest)
+        return self._network
+
+    def reference_engine(self, device: str = "cpu") -> Any:
+        """The network in eager PyTorch: what exports are checked against and what evaluation runs."""
+        from linewatch.engines.torch_engine import TorchEngine
+
+        return TorchEngine(self.network, self.io, device)
+
+    @property
     def model_id(self) -> str:
         return bundle_id(self.manifest)
 
     @property
-    def preprocessor(self) -> Preprocessor:
-        return Preprocessor(self.features.image_size)
+    def image_size(self) -> tuple[int, int]:
+        return self.io.size
 
-    def score(self, features: np.ndarray, timings: dict[str, float] | None = None) -> Prediction:
-        return score_features(self.detector, features, self.features.image_size, self.blur_sigma, timings)
+    @property
+    def preprocessor(self) -> Preprocessor:
+        return Preprocessor(self.io.size, self.io.channels)
+
+    def score(self, outputs: dict[str, np.ndarray], timings: dict[str, float] | None = None) -> Prediction:
+        return score_outputs(self.detector, outputs, self.io.size, self.blur_sigma, timings)

@@ -13,7 +13,7 @@ from linewatch.bundle import SCHEMA, BundleError, bundle_id, read_manifest, writ
 
 def _bundle(tmp_path: Path) -> Path:
     np.save(tmp_path / "memory_bank.npy", np.ones((3, 2), np.float32))
-    manifest = {"detector": {"kind": "patchcore"}, "features": {}, "calibration": {}}
+    manifest = {"detector": {"kind": "patchcore"}, "network": {}, "calibration": {}}
     write_manifest(tmp_path, manifest, ["memory_bank.npy"])
     return tmp_path
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from linewatch.config import ConfigError, resolve
-from linewatch.train.options import TRAIN_OPTIONS
+from linewatch.train.options import all_options, options_for, resolve_training
+
+TRAIN_OPTIONS = options_for("patchcore")
 
 
 def _write(path: Path, text: str) -> Path:
@@ -54,8 +56,33 @@ def test_required_choice_and_range_checks(tmp_path: Path) -> None:
         resolve(TRAIN_OPTIONS, bad, {})
 
 
-def test_shipped_configs_only_use_known_keys() -> None:
-    from linewatch.config import read_config_file
-
+def test_shipped_training_configs_resolve_for_their_model(tmp_path: Path) -> None:
     for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
-        read_config_file(path, TRAIN_OPTIONS)
+        if path.name.startswith(("bench-", "site-")):
+            continue
+        options = resolve_training(path, {"data": tmp_path, "out": tmp_path / "b"})
+        assert options["model"] in ("patchcore", "padim", "autoencoder", "ganomaly"), path
+
+
+def test_each_detector_gets_its_own_defaults(tmp_path: Path) -> None:
+    base = {"data": tmp_path, "out": tmp_path / "b"}
+    assert resolve_training(None, {**base, "model": "patchcore"})["image_size"] == 256
+    ganomaly = resolve_training(None, {**base, "model": "ganomaly"})
+    assert ganomaly["lr"] == 2e-4 and ganomaly["image_size"] == 64 and ganomaly["channels"] == 3
+    assert resolve_training(None, {**base, "model": "autoencoder"})["lr"] == 1e-3
+
+
+def test_an_option_of_another_detector_is_refused_naming_who_takes_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'coreset_ratio' \(--coreset-ratio\) does not apply to model "
+                                          r"'autoencoder'; it is an option of patchcore"):
+        resolve_training(None, {"data": tmp_path, "out": "x", "model": "autoencoder", "coreset_ratio": 0.1})
+    cfg = _write(tmp_path / "c.yaml", "model: padim\nepochs: 3\n")
+    with pytest.raises(ConfigError, match=r"'epochs' \(.*c\.yaml\) does not apply to model 'padim'"):
+        resolve_training(cfg, {"data": tmp_path, "out": "x"})
+
+
+def test_options_shared_by_detectors_agree_on_their_type() -> None:
+    merged = all_options()
+    assert set(merged["layers"][1]) == {"patchcore", "padim"}
+    assert set(merged["epochs"][1]) == {"autoencoder", "ganomaly"}
+    assert set(merged["seed"][1]) == {"patchcore", "padim", "autoencoder", "ganomaly"}

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from linewatch.features.backbones import BACKBONES, build_backbone, get_spec
+from linewatch.features.backbones import build_backbone
+from linewatch.features.catalog import BACKBONES, get_spec
 from linewatch.features.extractor import FeatureConfig, FeatureExtractor, build_extractor
 from linewatch.features.preprocess import Preprocessor, resize
 from linewatch.features.weights import WeightsError, load_weights

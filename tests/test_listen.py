@@ -11,8 +11,8 @@ import pytest
 import zmq
 from click.testing import CliRunner
 
-from linewatch.evaluate.overlay import overlay_heatmap
 from linewatch.metrics.calibrate import ScoreNormalizer
+from linewatch.overlay import overlay_heatmap
 from linewatch.runtime.listen import listen, main
 from linewatch.runtime.messages import build_header, encode_json
 from linewatch.runtime.postprocess import encode_frame_jpeg, encode_heatmap, find_regions

@@ -13,11 +13,11 @@ from scipy.spatial.distance import mahalanobis
 
 from linewatch.bundle import read_manifest
 from linewatch.data.synthetic import make_synthetic_category
+from linewatch.device import torch_device
 from linewatch.evaluate.cli import main as eval_main
-from linewatch.models import load_detector
-from linewatch.models.device import torch_device
 from linewatch.models.padim.gaussian import GaussianAccumulator
 from linewatch.models.padim.model import Padim, PadimParams
+from linewatch.models.registry import load_detector
 from linewatch.train.cli import main as train_main
 
 
@@ -64,7 +64,7 @@ def test_accumulator_rejects_mismatched_batches_and_too_few_images() -> None:
 def test_patch_scores_match_scipy_mahalanobis() -> None:
     train, test = _features(n=40), _features(n=3, seed=1)
     model = Padim.fit(iter([train[:20], train[20:]]), PadimParams(epsilon=0.01))
-    scores = model.patch_scores(test)
+    scores = model.patch_scores({"features": test})
     n, c, h, w = train.shape
     per_position = train.astype(np.float64).reshape(n, c, h * w)
     for p in range(h * w):
@@ -78,9 +78,9 @@ def test_patch_scores_match_scipy_mahalanobis() -> None:
 def test_image_score_is_the_map_maximum_and_shape_mismatch_is_refused() -> None:
     model = Padim.fit(iter([_features(n=10)]), PadimParams())
     maps = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
-    assert np.array_equal(model.image_scores(np.zeros((2, 3, 4)), maps, np.zeros(0)), maps.reshape(2, -1).max(1))
+    assert np.array_equal(model.image_scores(np.zeros((2, 3, 4)), maps, {}), maps.reshape(2, -1).max(1))
     with pytest.raises(ValueError, match="do not match"):
-        model.patch_scores(_features(n=1, h=4))
+        model.patch_scores({"features": _features(n=1, h=4)})
 
 
 def test_bundle_round_trip_gives_identical_scores(tmp_path: Path) -> None:
@@ -91,7 +91,7 @@ def test_bundle_round_trip_gives_identical_scores(tmp_path: Path) -> None:
     loaded = load_detector(tmp_path, json.loads(json.dumps(section)))
     assert isinstance(loaded, Padim) and loaded.params.epsilon == 0.05
     test = _features(n=4, seed=3)
-    assert np.array_equal(loaded.patch_scores(test), model.patch_scores(test))
+    assert np.array_equal(loaded.patch_scores({"features": test}), model.patch_scores({"features": test}))
 
 
 def test_cuda_without_gpu_is_refused() -> None:
@@ -113,7 +113,7 @@ def test_train_and_eval_padim_on_synthetic_category(tmp_path: Path) -> None:
     assert "peak memory" in result.output and "bundle" in result.output
     manifest = read_manifest(bundle)
     assert manifest["detector"]["kind"] == "padim" and manifest["detector"]["dims"] == 40
-    assert manifest["features"]["layers"] == ["layer1", "layer2", "layer3"]
+    assert manifest["network"]["params"]["layers"] == ["layer1", "layer2", "layer3"]
     assert manifest["detector"]["positions"] == 24 * 24
     out = tmp_path / "report"
     result = CliRunner().invoke(eval_main, ["--bundle", str(bundle), "--data", str(category), "--out", str(out),

@@ -86,14 +86,14 @@ def test_patchcore_scores_outliers_high_and_round_trips(tmp_path) -> None:
     assert model.memory_bank.shape == (128, 6)
     test = _features(rng, 2)
     test[1, :, 2, 2] += 10
-    patch = model.patch_scores(test)
+    patch = model.patch_scores({"features": test})
     assert patch.shape == (2, 4, 4) and patch[1].argmax() == 2 * 4 + 2
-    scores = model.image_scores(patch, anomaly_maps(patch, (16, 16), 1.0), test)
+    scores = model.image_scores(patch, anomaly_maps(patch, (16, 16), 1.0), {"features": test})
     assert scores[1] > scores[0]
     section, files = model.save(tmp_path)
     loaded = PatchCore.load(tmp_path, section)
     assert files == ["memory_bank.npy"]
-    assert np.array_equal(loaded.patch_scores(test), patch)
+    assert np.array_equal(loaded.patch_scores({"features": test}), patch)
 
 
 def test_patchcore_memory_bank_is_a_subset_of_training_patches() -> None:
@@ -110,8 +110,8 @@ def test_reweighting_downweights_patches_in_dense_neighbourhoods() -> None:
     params = PatchCoreParams(coreset_ratio=1.0, reweight=True, reweight_neighbours=3)
     model = PatchCore.fit(iter([batch]), params)
     test = _features(rng, 1)
-    patch = model.patch_scores(test)
-    weighted = model.image_scores(patch, anomaly_maps(patch, (8, 8), 0), test)
+    patch = model.patch_scores({"features": test})
+    weighted = model.image_scores(patch, anomaly_maps(patch, (8, 8), 0), {"features": test})
     assert 0 < weighted[0] <= patch.max()
 
 

@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 import pytest
 
-from linewatch.evaluate.overlay import overlay_heatmap
 from linewatch.evaluate.report import (
     ExampleItem,
     plot_examples,
@@ -16,6 +15,7 @@ from linewatch.evaluate.report import (
     plot_score_histogram,
 )
 from linewatch.metrics import pro_curve
+from linewatch.overlay import overlay_heatmap
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from linewatch.config import resolve
 from linewatch.data.synthetic import make_synthetic_category
 from linewatch.evaluate.cli import main as eval_main
 from linewatch.export.cli import main as export_main
@@ -27,7 +26,7 @@ from linewatch.runtime.journal import read_journal
 from linewatch.runtime.listen import ListenResult, listen
 from linewatch.runtime.pipeline import RunOptions, Runtime
 from linewatch.runtime.stats import STAGES
-from linewatch.train.options import TRAIN_OPTIONS
+from linewatch.train.options import resolve_training
 from linewatch.train.pipeline import train
 
 LOOPBACK = "tcp://127.0.0.1:*"
@@ -40,7 +39,7 @@ def category(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _bundle(category: Path, out: Path, model: str) -> Path:
-    train(resolve(TRAIN_OPTIONS, None, {"data": category, "out": out, "model": model, "image_size": 96}),
+    train(resolve_training(None, {"data": category, "out": out, "model": model, "image_size": 96}),
           progress=False)
     result = CliRunner().invoke(export_main, [str(out)])
     assert result.exit_code == 0, result.output
@@ -116,7 +115,7 @@ def test_video_source_and_corrupt_file(bundle: Path, category: Path, tmp_path: P
 
 def test_unexported_bundle_is_refused_naming_the_fix(category: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "plain"
-    train(resolve(TRAIN_OPTIONS, None, {"data": category, "out": bundle, "weights": "none", "image_size": 64}),
+    train(resolve_training(None, {"data": category, "out": bundle, "weights": "none", "image_size": 64}),
           progress=False)
     result = CliRunner().invoke(run_main, ["--bundle", str(bundle), "--source", str(category / "test"),
                                            "--engine", "onnxruntime", "--publish", LOOPBACK])

@@ -38,12 +38,12 @@ def test_train_writes_a_valid_bundle_with_calibration(trained: Path) -> None:
     manifest = read_manifest(trained)
     assert manifest["detector"]["kind"] == "patchcore"
     assert manifest["calibration"]["method"] == "f1" and manifest["calibration"]["val_defective"] > 0
-    assert manifest["features"]["backbone"] == "efficientnet_lite0"
-    assert manifest["features"]["weights_sha256"]
+    assert manifest["network"]["params"]["backbone"] == "efficientnet_lite0"
+    assert manifest["network"]["pretrained"]["sha256"]
     splits = json.loads((trained / "splits.json").read_text())
     assert splits["seed"] == 0
     bank = np.load(trained / "memory_bank.npy")
-    assert bank.shape[1] == manifest["features"]["out_dims"]
+    assert bank.shape[1] == manifest["network"]["params"]["out_dims"]
 
 
 def test_eval_writes_metrics_scores_plots_and_maps(trained: Path, category: Path, tmp_path: Path) -> None:

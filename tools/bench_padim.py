@@ -15,8 +15,8 @@ import click
 import numpy as np
 import torch
 
-from linewatch.inspector import score_features
 from linewatch.models.padim.model import Padim, PadimParams
+from linewatch.scoring import score_outputs
 
 
 def median_ms(fn, frames: int, repeats: int) -> float:
@@ -52,7 +52,7 @@ def main(image_size: int, dims: int, stride: int, threads: int, repeats: int, ou
         result[f"mahalanobis_ms_per_frame_b{batch}"] = round(median_ms(lambda f=feats: model.patch_scores(f),
                                                                      batch, repeats), 2)
         result[f"score_path_ms_per_frame_b{batch}"] = round(median_ms(
-            lambda f=feats: score_features(model, f, (image_size, image_size), 4.0), batch, repeats), 2)
+            lambda f=feats: score_outputs(model, {"features": f}, (image_size, image_size), 4.0), batch, repeats), 2)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     for key, value in result.items():

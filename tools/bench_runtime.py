@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import torch
 
-from linewatch.runtime.engines import tensorrt_problem
+from linewatch.engines.tensorrt_engine import tensorrt_problem
 from linewatch.runtime.pipeline import RunOptions, Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def ensure_bundle(bundle: Path, data: Path) -> None:
     if not (bundle / "manifest.json").is_file():
         subprocess.run([str(bin_dir / "inspect-train"), "--data", str(data), "--out", str(bundle), "--quiet"],
                        check=True)
-    if not (bundle / "backbone.onnx").is_file():
+    if not (bundle / "network.onnx").is_file():
         subprocess.run([str(bin_dir / "export-model"), str(bundle)], check=True)
 
 
@@ -43,7 +43,7 @@ def run_once(bundle: Path, data: Path, engine: str, batch: int, threads: int) ->
                          publish="tcp://127.0.0.1:*")
     summary = Runtime(options).run()
     stage = summary["stage_ms"]
-    overhead = (stage["preprocess"] + stage["postprocess"] + stage["publish"]) / (stage["backbone"] + stage["score"])
+    overhead = (stage["preprocess"] + stage["postprocess"] + stage["publish"]) / (stage["network"] + stage["score"])
     return {"engine": engine, "batch": batch, "frames": summary["frames"], "fps": summary["fps"],
             "ms_per_frame": round(1000 / summary["fps"], 2), "latency_ms": summary["latency_ms"],
             "stage_ms": stage, "overhead": round(overhead, 4), "engine_detail": summary["engine"]}
@@ -79,12 +79,12 @@ def main(bundle: Path, data: Path, engines: str, batches: str, threads: int, rep
             runs[engine, batch].append(run_once(bundle, data, engine, batch, threads))
     rows = [median_run(runs[config]) for config in configs]
     header = (f"{'engine':<12} {'batch':>5} {'fps':>7} {'ms/frame':>9} {'p50':>7} {'p95':>7} {'decode':>7} "
-              f"{'prep':>6} {'backbone':>8} {'score':>7} {'post':>6} {'pub':>6} {'overhead':>8}")
+              f"{'prep':>6} {'network':>8} {'score':>7} {'post':>6} {'pub':>6} {'overhead':>8}")
     print(header)
     for r in rows:
         s, lat = r["stage_ms"], r["latency_ms"]
         print(f"{r['engine']:<12} {r['batch']:>5} {r['fps']:>7.1f} {r['ms_per_frame']:>9.2f} {lat['p50']:>7.1f} "
-              f"{lat['p95']:>7.1f} {s['decode']:>7.2f} {s['preprocess']:>6.2f} {s['backbone']:>8.2f} "
+              f"{lat['p95']:>7.1f} {s['decode']:>7.2f} {s['preprocess']:>6.2f} {s['network']:>8.2f} "
               f"{s['score']:>7.2f} {s['postprocess']:>6.2f} {s['publish']:>6.2f} {r['overhead']:>8.3f}  "
               f"runs {r['ms_per_frame_runs']}")
     out.parent.mkdir(parents=True, exist_ok=True)

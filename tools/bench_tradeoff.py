@@ -20,12 +20,13 @@ import torch
 
 from linewatch.batches import iter_batches
 from linewatch.data import make_splits, read_mask, scan_category
+from linewatch.engines.torch_engine import run_network
 from linewatch.features.extractor import FeatureConfig, FeatureExtractor, build_extractor
 from linewatch.features.preprocess import Preprocessor
-from linewatch.inspector import score_features, torch_features
 from linewatch.metrics import auroc, pixel_auroc, pro_score
 from linewatch.models.anomaly_map import resize_map
 from linewatch.models.patchcore.model import PatchCore, PatchCoreParams
+from linewatch.scoring import score_outputs
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_DATA = (SHARED / "mvtec_ad" / "bottle", SHARED / "magnetic_tile" / "magnetic_tile")
@@ -49,7 +50,11 @@ class Extracted:
 
 def extract(data: Path, config: FeatureConfig) -> Extracted:
     splits = make_splits(scan_category(data))
-    feature_fn = torch_features(build_extractor(config)[0])
+    extractor = build_extractor(config)[0]
+
+    def feature_fn(batch: np.ndarray) -> np.ndarray:
+        return run_network(extractor, batch, "cpu", ("features",))["features"]
+
     pre = Preprocessor(config.image_size)
     train = [feature_fn(b.inputs) for b in iter_batches(splits.train, pre, 8)]
     test, masks, shapes = [], [], []
@@ -78,14 +83,14 @@ def run_variant(ex: Extracted, config: FeatureConfig, ratio: float, index: str, 
     scores, maps, score_ms = [], [], 0.0
     for batch in project(ex.test, matrix):
         timings: dict[str, float] = {}
-        prediction = score_features(model, batch, config.image_size, 4.0, timings)
+        prediction = score_outputs(model, {"features": batch}, config.image_size, 4.0, timings)
         score_ms += timings["score"]
         scores.extend(prediction.scores.tolist())
         maps.extend(prediction.maps)
     single = []
     for frame in project([b[:1] for b in ex.test[:SINGLE_FRAMES]], matrix):
         start = time.perf_counter()
-        model.patch_scores(frame)
+        model.patch_scores({"features": frame})
         single.append(1000 * (time.perf_counter() - start))
     full = [resize_map(m, shape) for m, shape in zip(maps, ex.shapes, strict=True)]
     keep = [i for i, (label, mask) in enumerate(zip(ex.labels, ex.masks, strict=True)) if not label or mask.any()]

@@ -19,9 +19,9 @@ import torch
 from linewatch.batches import iter_batches
 from linewatch.data import make_splits, scan_category
 from linewatch.data.synthetic import make_synthetic_category
+from linewatch.engines.torch_engine import run_network
 from linewatch.features.extractor import FeatureConfig, build_extractor
 from linewatch.features.preprocess import Preprocessor
-from linewatch.inspector import torch_features
 from linewatch.models.patchcore.coreset import greedy_coreset
 from linewatch.models.patchcore.model import flatten_patches
 from linewatch.resources import peak_rss_mb
@@ -42,7 +42,11 @@ def main(data: Path, out: Path, image_size: int, patches: int, threads: int) -> 
         data = make_synthetic_category(Path(tempfile.mkdtemp()) / "synthetic", n_train=60)
     samples = make_splits(scan_category(data)).train
     config = FeatureConfig(image_size=(image_size, image_size))
-    feature_fn = torch_features(build_extractor(config)[0])
+    extractor = build_extractor(config)[0]
+
+    def feature_fn(batch: np.ndarray) -> np.ndarray:
+        return run_network(extractor, batch, "cpu", ("features",))["features"]
+
     feature_fn(np.zeros((1, 3, image_size, image_size), np.float32))
     collected, start = [], time.perf_counter()
     for batch in iter_batches(samples, Preprocessor(config.image_size), 8):

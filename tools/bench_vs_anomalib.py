@@ -78,7 +78,7 @@ def train_and_export(bundle: Path, data: Path, work: Path, skip_train: bool) -> 
     if not (skip_train and (bundle / "manifest.json").is_file()):
         seconds = run_logged([*python, "from linewatch.train.cli import main; main()", "--data", str(data),
                               "--out", str(bundle), "--quiet"], work / "linewatch-train.log")
-    if not (skip_train and (bundle / "backbone.onnx").is_file()):
+    if not (skip_train and (bundle / "network.onnx").is_file()):
         run_logged([*python, "from linewatch.export.cli import main; main()", str(bundle)],
                    work / "linewatch-export.log")
     training = json.loads((bundle / "manifest.json").read_text())["training"]
@@ -153,7 +153,7 @@ def print_table(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-out/vs_anomalib.json"), show_default=True)
 @click.option("--bundle", type=click.Path(path_type=Path), default=Path("bench-out/bundle-patchcore-bottle"),
               show_default=True)
-@click.option("--skip-train", is_flag=True, help="Reuse --bundle (and its backbone.onnx) when present.")
+@click.option("--skip-train", is_flag=True, help="Reuse --bundle (and its network.onnx) when present.")
 @click.option("--anomalib-coreset", type=float, default=MATCHED_CORESET, show_default=True,
               help="anomalib's coreset ratio (its default is 0.1, a ~33 min fit here); below 0.1 its fit time at "
                    "0.1 is extrapolated.")

@@ -18,11 +18,10 @@ import numpy as np
 import torch
 
 from linewatch.batches import iter_batches
-from linewatch.config import resolve
 from linewatch.data import make_splits, scan_category
 from linewatch.evaluate.pipeline import evaluate
-from linewatch.inspector import Inspector, torch_features
-from linewatch.train.options import TRAIN_OPTIONS
+from linewatch.inspector import Inspector
+from linewatch.train.options import resolve_training
 from linewatch.train.pipeline import train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -34,9 +33,9 @@ MODELS = ("patchcore", "padim")
 def scorer_ms(bundle: Path, data: Path, frames: int = 16) -> float:
     """Median ms of the detector's patch scoring for one frame (features precomputed, batch 1)."""
     inspector = Inspector.from_bundle(bundle)
-    feature_fn = torch_features(inspector.extractor)
+    engine = inspector.reference_engine()
     samples = make_splits(scan_category(data)).test[:frames]
-    features = [feature_fn(b.inputs) for b in iter_batches(samples, inspector.preprocessor, 1)]
+    features = [engine(b.inputs) for b in iter_batches(samples, inspector.preprocessor, 1)]
     inspector.detector.patch_scores(features[0])
     times = []
     for feats in features:
@@ -52,11 +51,11 @@ def compare(data: Path, model: str, work: Path, image_size: int | None) -> dict[
     if image_size:
         overrides["image_size"] = image_size
     config = CONFIGS / f"{model}-{data.name.replace('_', '-')}.yaml"
-    result = train(resolve(TRAIN_OPTIONS, config if config.is_file() else None, overrides), progress=False)
+    result = train(resolve_training(config if config.is_file() else None, overrides), progress=False)
     metrics = evaluate(bundle, data, work / f"{data.name}-{model}-report", progress=False)
     return {
         "data": data.name, "model": model, "config": config.name if config.is_file() else None,
-        "layers": result.manifest["features"]["layers"], "image_auroc": metrics["image_auroc"],
+        "layers": result.manifest["network"]["params"]["layers"], "image_auroc": metrics["image_auroc"],
         "pixel_auroc": metrics["pixel_auroc"], "pro": metrics["pro"], "train_s": round(result.seconds, 1),
         "train_peak_rss_mb": round(result.peak_rss_mb),
         "bundle_mb": round(sum(f["bytes"] for f in result.manifest["files"].values()) / 1e6, 1),

@@ -50,7 +50,7 @@ def main(out: Path, port: int) -> None:
     metrics = json.loads((report / "metrics.json").read_text())
     summary = json.loads((out / "summary.json").read_text())
     click.echo(f"\ndone in {time.perf_counter() - start:.0f} s")
-    click.echo(f"  bundle:   {bundle} (manifest.json, backbone.onnx, memory_bank.npy, ...)")
+    click.echo(f"  bundle:   {bundle} (manifest.json, network.onnx, memory_bank.npy, ...)")
     click.echo(f"  report:   {report} (metrics.json, scores.csv, plots, maps/)")
     click.echo(f"  stream:   {summary['frames']} verdicts published on {address}, journal {out / 'journal.jsonl'}")
     click.echo(f"  overlays: {overlays} ({len(list(overlays.glob('*.png')))} PNG files from inspect-listen)")

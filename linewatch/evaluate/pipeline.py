@@ -14,11 +14,11 @@ import numpy as np
 from linewatch.data import Category, DataError, Sample, Splits, read_image, read_mask, scan_category
 from linewatch.evaluate import report
 from linewatch.evaluate.report import ExampleItem
-from linewatch.inspector import Inspector, torch_features
+from linewatch.inspector import Inspector
 from linewatch.metrics import auprc, auroc, classification_report, pixel_auroc, pro_area, pro_curve
 from linewatch.models.anomaly_map import resize_map
 from linewatch.progress import Bars
-from linewatch.train.pipeline import predict_samples
+from linewatch.scoring import predict_samples
 
 EXAMPLES = 12
 
@@ -81,12 +81,13 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     bars = Bars(progress)
-    feature_fn = torch_features(inspector.extractor, "cuda" if device == "cuda" else "cpu")
+    engine = inspector.reference_engine("cuda" if device == "cuda" else "cpu")
     scored: list[Scored] = []
     masks: list[np.ndarray] = []
     maps: list[np.ndarray] = []
     for batch_samples, images, prediction in predict_samples(
-        feature_fn, inspector.detector, samples, inspector.features, inspector.blur_sigma, batch_size, bars, "evaluate"
+        engine, inspector.detector, samples, inspector.preprocessor, inspector.blur_sigma, batch_size,
+        bars(len(samples), "evaluate"),
     ):
         for sample, image, score, small in zip(batch_samples, images, prediction.scores, prediction.maps, strict=True):
             scored.append(Scored(sample, float(score), small))
@@ -145,5 +146,5 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
     if has_pixels:
         report.plot_pro(fpr, pro, out / "pro.png")
     chosen = _pick_examples(scored, threshold)
-    report.plot_examples(_example_items(chosen, inspector.features.image_size, threshold), out / "examples.png")
+    report.plot_examples(_example_items(chosen, inspector.image_size, threshold), out / "examples.png")
     return metrics

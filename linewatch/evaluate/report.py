@@ -15,8 +15,8 @@ import matplotlib
 import numpy as np
 from numpy.typing import ArrayLike
 
-from linewatch.evaluate.overlay import overlay_heatmap
 from linewatch.metrics.image import auprc, auroc, pr_curve, roc_curve, trapezoid
+from linewatch.overlay import overlay_heatmap
 
 matplotlib.use("Agg")
 

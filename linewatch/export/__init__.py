@@ -1,1 +1,1 @@
-"""Export: the feature extractor as ONNX (checked for parity with PyTorch) and as a TensorRT engine."""
+"""Export: the detector's network as ONNX (checked for parity with PyTorch) and as a TensorRT engine."""

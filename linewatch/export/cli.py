@@ -1,4 +1,4 @@
-"""`export-model`: a bundle's feature extractor as ONNX or a TensorRT engine, checked for score parity."""
+"""`export-model`: a bundle's network as ONNX or a TensorRT engine, checked for score parity."""
 
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ from pathlib import Path
 import click
 
 from linewatch.cli_common import friendly_errors, setup_logging
+from linewatch.engines import ONNX_FILE, PLAN_FILE, EngineUnavailable, exported_file
+from linewatch.engines.tensorrt_engine import tensorrt_problem
 from linewatch.export.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, export_bundle_onnx
 from linewatch.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, ParityError, ParityReport, parity_samples
 from linewatch.export.tensorrt_build import DEFAULT_MAX_BATCH
-from linewatch.runtime.engines import ONNX_FILE, PLAN_FILE, EngineUnavailable, tensorrt_problem
 
 
 def _summary(bundle: Path, section: dict, report: ParityReport) -> str:
     size_mb = (bundle / section["file"]).stat().st_size / 1e6
     if section["file"] == ONNX_FILE:
-        detail = (f"opset {section['opset']}, {section['input']['name']} {section['input']['shape']} -> "
-                  f"{section['output']['name']} {section['output']['shape']}")
+        outputs = ", ".join(f"{name} {out['shape']}" for name, out in section["outputs"].items())
+        detail = f"opset {section['opset']}, {section['input']['name']} {section['input']['shape']} -> {outputs}"
     else:
         detail = (f"TensorRT {section['tensorrt']} on {section['gpu']}, {section['precision']}, "
                   f"batch 1..{section['batch']['max']}")
@@ -45,7 +46,7 @@ def _summary(bundle: Path, section: dict, report: ParityReport) -> str:
 @friendly_errors
 def main(bundle: Path, fmt: str, fp16: bool, max_batch: int, opset: int, images: Path | None,
          tolerance: float | None, threads: int | None, verbose: bool) -> None:
-    """Export BUNDLE's feature extractor, check its scores against PyTorch and record it in the manifest."""
+    """Export BUNDLE's network, check its outputs and scores against PyTorch and record it in the manifest."""
     from linewatch.inspector import Inspector
 
     setup_logging(verbose)
@@ -57,11 +58,11 @@ def main(bundle: Path, fmt: str, fp16: bool, max_batch: int, opset: int, images:
         raise EngineUnavailable(problem)
     inspector = Inspector.from_bundle(bundle)
     manifest = inspector.manifest
-    samples = parity_samples(bundle, manifest, inspector.features.image_size, images)
+    samples = parity_samples(bundle, manifest, inspector.preprocessor, images)
     if samples.warning:
         click.echo(f"Warning: {samples.warning}", err=True)
     try:
-        if fmt == "onnx" or ONNX_FILE not in manifest["files"]:
+        if fmt == "onnx" or exported_file(manifest, "onnx") not in manifest["files"]:
             onnx_limit = tolerance if fmt == "onnx" and tolerance else FP32_TOLERANCE
             manifest, report = export_bundle_onnx(bundle, inspector, samples, opset, onnx_limit, threads)
             click.echo(_summary(bundle, manifest["export"]["onnx"], report))

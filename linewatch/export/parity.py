@@ -1,7 +1,8 @@
-"""Parity between an exported engine and the PyTorch extractor, measured on features and on image scores.
+"""Parity between an exported engine and the PyTorch network, per named output and on image scores.
 
-Both feature sets are scored by the bundle's own detector through `score_features`, so the check covers
-exactly what the runtime will publish. The contract (DESIGN.md): image scores within 1e-3 relative on FP32.
+Both engines' outputs are scored by the bundle's own detector through `linewatch.scoring`, so the check
+covers exactly what the runtime will publish. The contract (DESIGN.md): image scores within 1e-3
+relative on FP32.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from linewatch.data import DataError, Splits, is_image_file, read_image, scan_category
+from linewatch.engines import Engine
+from linewatch.features.preprocess import Preprocessor
 from linewatch.inspector import Inspector
-from linewatch.runtime.engines import FeatureEngine, TorchEngine
 
 FP32_TOLERANCE = 1e-3
 FP16_TOLERANCE = 2e-2  # FP16 kernels move features by ~1e-3 relative; beyond 2e-2 something else is wrong
@@ -55,13 +57,11 @@ def _training_images(bundle: Path, manifest: dict[str, Any], limit: int) -> tupl
 
 
 def parity_samples(
-    bundle: Path, manifest: dict[str, Any], image_size: tuple[int, int], images_dir: Path | None = None,
+    bundle: Path, manifest: dict[str, Any], preprocess: Preprocessor, images_dir: Path | None = None,
     limit: int = MAX_IMAGES,
 ) -> ParitySamples:
     """Images for the check: `images_dir` when given, else the bundle's training data, else seeded noise."""
-    from linewatch.features.preprocess import Preprocessor
-
-    preprocess = Preprocessor(tuple(image_size))
+    image_size = preprocess.size
     if images_dir is not None:
         files = sorted(p for p in Path(images_dir).iterdir() if p.is_file() and is_image_file(p))
         if not files:
@@ -82,21 +82,25 @@ def parity_samples(
 
 @dataclass(frozen=True)
 class ParityReport:
-    """Largest differences from the reference; relative = abs / |reference| (per image for scores)."""
+    """Largest differences from the reference per network output and on image scores.
+
+    Output relative = max abs / max |reference|; score relative = abs / |reference| per image.
+    """
 
     candidate: str
     reference: str
     images: int
     source: str
-    feature_max_abs: float
-    feature_max_rel: float
+    outputs: dict[str, dict[str, float]]
     score_max_abs: float
     score_max_rel: float
     tolerance: float
 
     @property
     def passed(self) -> bool:
-        return bool(self.score_max_rel <= self.tolerance)  # NaN fails
+        """Image scores and every output within the tolerance (NaN fails)."""
+        worst = [self.score_max_rel, *(d["max_rel"] for d in self.outputs.values())]
+        return all(bool(value <= self.tolerance) for value in worst)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
@@ -106,9 +110,9 @@ class ParityReport:
             f"parity: {self.candidate}",
             f"    vs: {self.reference}",
             f"    on: {self.source}",
-            f"  {'':14}{'max abs':>12}{'max rel':>12}",
-            f"  {'features':14}{self.feature_max_abs:12.3e}{self.feature_max_rel:12.3e}",
-            f"  {'image scores':14}{self.score_max_abs:12.3e}{self.score_max_rel:12.3e}"
+            f"  {'':16}{'max abs':>12}{'max rel':>12}",
+            *(f"  {name[:16]:16}{d['max_abs']:12.3e}{d['max_rel']:12.3e}" for name, d in self.outputs.items()),
+            f"  {'image scores':16}{self.score_max_abs:12.3e}{self.score_max_rel:12.3e}"
             f"   (limit {self.tolerance:.0e} relative)",
             f"  {'PASS' if self.passed else 'FAIL'}",
         ]
@@ -119,33 +123,43 @@ class ParityError(ValueError):
     """An export's image scores differ from PyTorch's beyond the tolerance; the file was not installed."""
 
     def __init__(self, report: ParityReport, filename: str) -> None:
+        worst = max(report.outputs.items(), key=lambda item: item[1]["max_rel"])
         super().__init__(
-            f"parity check failed: image scores differ by up to {report.score_max_rel:.3g} relative "
-            f"(limit {report.tolerance:.0e}); {filename} was not written to the bundle"
+            f"parity check failed: image scores differ by up to {report.score_max_rel:.3g} relative and "
+            f"output {worst[0]!r} by {worst[1]['max_rel']:.3g} (limit {report.tolerance:.0e}); "
+            f"{filename} was not written to the bundle"
         )
         self.report = report
 
 
+def _difference(expected: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    tiny = np.finfo(np.float32).tiny
+    max_abs = float(np.max(np.abs(got.astype(np.float64) - expected))) if expected.size else 0.0
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    return {"max_abs": max_abs, "max_rel": max_abs / max(scale, tiny)}
+
+
 def check_parity(
-    inspector: Inspector, candidate: FeatureEngine, samples: ParitySamples, tolerance: float = FP32_TOLERANCE,
-    reference: FeatureEngine | None = None,
+    inspector: Inspector, candidate: Engine, samples: ParitySamples, tolerance: float = FP32_TOLERANCE,
+    reference: Engine | None = None,
 ) -> ParityReport:
     """Run `samples` through `candidate` and the reference (PyTorch, CPU); score both with the detector."""
-    reference = reference or TorchEngine(inspector.extractor, device="cpu")
+    reference = reference or inspector.reference_engine("cpu")
     expected, got = reference(samples.inputs), candidate(samples.inputs)
-    if got.shape != expected.shape:
-        raise ValueError(f"{candidate.describe()} returned features {got.shape}, PyTorch {expected.shape}")
-    feature_abs = float(np.max(np.abs(got - expected)))
-    expected_scores, got_scores = inspector.score(expected).scores, inspector.score(got).scores
-    score_abs = np.abs(got_scores.astype(np.float64) - expected_scores)
-    score_rel = score_abs / np.maximum(np.abs(expected_scores.astype(np.float64)), np.finfo(np.float32).tiny)
+    for name in inspector.io.outputs:
+        if got[name].shape != expected[name].shape:
+            raise ValueError(f"{candidate.describe()} returned {name} {got[name].shape}, "
+                             f"PyTorch {expected[name].shape}")
+    expected_scores = inspector.score(expected).scores.astype(np.float64)
+    got_scores = inspector.score(got).scores.astype(np.float64)
+    score_abs = np.abs(got_scores - expected_scores)
+    score_rel = score_abs / np.maximum(np.abs(expected_scores), np.finfo(np.float32).tiny)
     return ParityReport(
         candidate=candidate.describe(),
         reference=reference.describe(),
         images=len(samples.inputs),
         source=samples.source,
-        feature_max_abs=feature_abs,
-        feature_max_rel=feature_abs / max(float(np.max(np.abs(expected))), np.finfo(np.float32).tiny),
+        outputs={name: _difference(expected[name], got[name]) for name in inspector.io.outputs},
         score_max_abs=float(np.max(score_abs)),
         score_max_rel=float(np.max(score_rel)),
         tolerance=tolerance,

@@ -1,4 +1,4 @@
-"""A serialized TensorRT engine (`backbone.plan`) built from the bundle's `backbone.onnx`.
+"""A serialized TensorRT engine (`network.plan`) built from the bundle's `network.onnx`, any number of outputs.
 
 An engine is tied to the GPU model and TensorRT version it was built with, so both are recorded in the
 manifest, and so is the hash of the ONNX file it came from (the runtime ignores a plan that is older).
@@ -14,17 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from linewatch.bundle import sha256
+from linewatch.engines import PLAN_FILE, EngineUnavailable, NetworkIO, exported_file
+from linewatch.engines.tensorrt_engine import TensorRTEngine, import_tensorrt
 from linewatch.export.onnx_export import record_export
 from linewatch.export.parity import ParityError, ParityReport, ParitySamples, check_parity
 from linewatch.inspector import Inspector
-from linewatch.runtime.engines import (
-    INPUT_NAME,
-    ONNX_FILE,
-    PLAN_FILE,
-    EngineUnavailable,
-    TensorRTEngine,
-    import_tensorrt,
-)
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +26,7 @@ DEFAULT_MAX_BATCH = 16
 
 
 def build_plan(
-    onnx_path: Path, plan_path: Path, max_batch: int = DEFAULT_MAX_BATCH, fp16: bool = False
+    onnx_path: Path, plan_path: Path, io: NetworkIO, max_batch: int = DEFAULT_MAX_BATCH, fp16: bool = False
 ) -> dict[str, Any]:
     """Parse the ONNX file, build an engine for batches 1..max_batch, write it; return its manifest entry."""
     trt = import_tensorrt()
@@ -57,9 +51,12 @@ def build_plan(
         config.set_flag(trt.BuilderFlag.FP16)
     elif hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
-    shape = tuple(network.get_input(0).shape)  # (-1, 3, H, W)
+    outputs = [network.get_output(i).name for i in range(network.num_outputs)]
+    if sorted(outputs) != sorted(io.outputs):
+        raise ValueError(f"{onnx_path} has outputs {outputs}, the bundle's network {list(io.outputs)}")
+    shape = tuple(network.get_input(0).shape)  # (-1, C, H, W)
     profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, (1, *shape[1:]), (max_batch, *shape[1:]), (max_batch, *shape[1:]))
+    profile.set_shape(io.input_name, (1, *shape[1:]), (max_batch, *shape[1:]), (max_batch, *shape[1:]))
     config.add_optimization_profile(profile)
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
@@ -75,6 +72,7 @@ def build_plan(
         "precision": "fp16" if fp16 else "fp32 (tf32 off)",
         "batch": {"min": 1, "opt": max_batch, "max": max_batch},
         "input_shape": [-1, *shape[1:]],
+        "outputs": outputs,
         "onnx_sha256": sha256(Path(onnx_path)),
         "build_seconds": round(time.perf_counter() - started, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -85,14 +83,15 @@ def build_bundle_plan(
     bundle: Path, inspector: Inspector, manifest: dict[str, Any], samples: ParitySamples, tolerance: float,
     max_batch: int = DEFAULT_MAX_BATCH, fp16: bool = False,
 ) -> tuple[dict[str, Any], ParityReport]:
-    """Build from the recorded `backbone.onnx`, check parity on the GPU, then install and record the plan."""
+    """Build from the recorded ONNX file, check parity on the GPU, then install and record the plan."""
     bundle = Path(bundle)
-    if ONNX_FILE not in manifest["files"]:
-        raise ValueError(f"{bundle} has no recorded {ONNX_FILE}: run export-model {bundle} --format onnx")
+    onnx_file = exported_file(manifest, "onnx")
+    if onnx_file not in manifest["files"]:
+        raise ValueError(f"{bundle} has no recorded {onnx_file}: run export-model {bundle} --format onnx")
     with tempfile.TemporaryDirectory(dir=bundle, prefix=".export-") as tmp:
         staging = Path(tmp) / PLAN_FILE
-        section = build_plan(bundle / ONNX_FILE, staging, max_batch, fp16)
-        report = check_parity(inspector, TensorRTEngine(staging), samples, tolerance)
+        section = build_plan(bundle / onnx_file, staging, inspector.io, max_batch, fp16)
+        report = check_parity(inspector, TensorRTEngine(staging, inspector.io), samples, tolerance)
         if not report.passed:
             raise ParityError(report, PLAN_FILE)
         staging.replace(bundle / PLAN_FILE)

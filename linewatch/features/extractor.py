@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linewatch.features.backbones import LAYER_STRIDES, build_backbone, check_layers, get_spec
+from linewatch.features.backbones import build_backbone
+from linewatch.features.catalog import LAYER_STRIDES, check_layers, get_spec
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Image preprocessing shared by training, evaluation, export checks and the runtime.
 
-Frames arrive as RGB uint8 (see `linewatch.data.io`); they are resized to the model's size and laid
-out as float32 CHW in 0..255. Normalization happens inside `FeatureExtractor` (and so inside the
-exported graph), so the runtime never needs to know a backbone's mean/std.
+Frames arrive as RGB uint8 (see `linewatch.data.io`); they are resized to the model's size, turned grey
+for one-channel networks, and laid out as float32 CHW in 0..255. Normalization happens inside the
+network (and so inside the exported graph), so the runtime never needs to know a network's mean/std.
 """
 
 from __future__ import annotations
@@ -37,14 +37,22 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """Resize to (height, width) and convert to float32 CHW."""
+    """Resize to (height, width), keep RGB (3 channels) or convert to grey (1), as float32 CHW."""
 
     size: tuple[int, int]
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} {image.dtype}")
-        return np.ascontiguousarray(resize(image, self.size).transpose(2, 0, 1), dtype=np.float32)
+        resized = resize(image, self.size)
+        if self.channels == 1:
+            return cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)[None].astype(np.float32)
+        return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32)
 
     def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return np.stack([self(image) for image in images])

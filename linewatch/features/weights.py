@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from linewatch.bundle import sha256
-from linewatch.features.backbones import BackboneSpec
+from linewatch.features.catalog import BackboneSpec
 
 
 class WeightsError(RuntimeError):

@@ -1,21 +1,53 @@
-"""What every feature-memory detector offers: patch scores from features, image scores, bundle I/O."""
+"""What every detector offers, and what fitting one hands back to the training pipeline.
+
+A detector is two parts: its *network* (an `nn.Module` from preprocessed pixels to named outputs: a
+feature extractor, an autoencoder, ...; the part that is exported and run by an engine) and its
+*scorer* (this protocol: named outputs -> patch scores -> image scores). The scorer never builds a
+PyTorch model, so the runtime can score ONNX or TensorRT outputs without one.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from linewatch.data import Splits
+    from linewatch.progress import Bars
 
 
 class Detector(Protocol):
     kind: str
 
-    def patch_scores(self, features: np.ndarray) -> np.ndarray:
-        """(N, C, h, w) features -> (N, h, w) float32 patch anomaly scores."""
+    def patch_scores(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Named network outputs -> (N, h, w) float32 anomaly scores on any grid (upsampled and blurred later)."""
 
-    def image_scores(self, patch_scores: np.ndarray, maps: np.ndarray, features: np.ndarray) -> np.ndarray:
-        """(N,) raw image scores from patch scores, the post-processed maps and the features."""
+    def image_scores(self, patch_scores: np.ndarray, maps: np.ndarray, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """(N,) raw image scores from the patch scores, the post-processed maps and the network outputs."""
 
     def save(self, directory: Path) -> tuple[dict[str, Any], list[str]]:
         """Write data files; return the manifest's detector section and the file names written."""
+
+
+@dataclass
+class FitContext:
+    """Everything a detector's fit needs: resolved options, the seeded splits, where to write, progress."""
+
+    options: dict[str, Any]
+    splits: Splits
+    out: Path
+    bars: Bars
+
+
+@dataclass
+class Fitted:
+    """A fitted detector: its network (to save and export), the network's manifest section and its scorer."""
+
+    network: Any
+    network_section: dict[str, Any]
+    detector: Detector
+    history: list[dict[str, Any]] | None = None
+    training: dict[str, Any] = field(default_factory=dict)  # extra facts for the manifest's training section

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from linewatch.cli_common import friendly_errors, setup_logging
-from linewatch.runtime.engines import DEVICE_CHOICES, ENGINE_CHOICES
+from linewatch.engines.base import DEVICE_CHOICES, ENGINE_CHOICES
 from linewatch.runtime.publisher import DEFAULT_ADDRESS
 
 
@@ -50,13 +50,9 @@ def main(bundle: Path, sources: tuple[str, ...], watch: bool, batch: int, max_wa
          wait_timeout: float, journal: Path | None, summary_file: Path | None, runtime_name: str,
          queue_size: int, verbose: bool) -> None:
     """Watch SOURCES, score every frame with BUNDLE and publish verdicts; Ctrl-C or SIGTERM ends cleanly."""
-    import torch
-
     from linewatch.runtime.pipeline import RunOptions, Runtime
 
     setup_logging(verbose)
-    if threads:
-        torch.set_num_threads(threads)
     runtime = Runtime(RunOptions(
         bundle=bundle, sources=sources, watch=watch, batch=batch, max_wait_ms=max_wait_ms, engine=engine,
         device=device, threads=threads, publish=publish, send_frames=send_frames,

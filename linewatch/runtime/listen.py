@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import zmq
 
-from linewatch.evaluate.overlay import overlay_heatmap
+from linewatch.overlay import overlay_heatmap
 from linewatch.runtime.messages import STATUS_PREFIX, VERDICT_PREFIX, parse_message
 from linewatch.runtime.postprocess import decode_heatmap
 from linewatch.runtime.publisher import DEFAULT_ADDRESS

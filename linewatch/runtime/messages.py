@@ -12,7 +12,9 @@ from typing import Any
 from linewatch.metrics.calibrate import ScoreNormalizer
 from linewatch.runtime.postprocess import Region
 
-VERDICT_SCHEMA = "linewatch.verdict/1"
+VERDICT_SCHEMA = "linewatch.verdict/2"
+# Subscribers still read version 1 (its latency stage `network` was called `backbone`; nothing else differs).
+READABLE_VERDICT_SCHEMAS = (VERDICT_SCHEMA, "linewatch.verdict/1")
 STATUS_SCHEMA = "linewatch.status/1"
 VERDICT_PREFIX = "verdict."
 STATUS_PREFIX = "status."
@@ -82,8 +84,9 @@ def _check_header(topic: str, header: dict[str, Any], n_parts: int) -> bool:
         return False
     if not topic.startswith(VERDICT_PREFIX):
         raise ValueError(f"unknown topic {topic!r}; expected {VERDICT_PREFIX!r}* or {STATUS_PREFIX!r}*")
-    if schema != VERDICT_SCHEMA:
-        raise ValueError(f"verdict message on {topic!r} has schema {schema!r}; expected {VERDICT_SCHEMA!r}")
+    if schema not in READABLE_VERDICT_SCHEMAS:
+        raise ValueError(f"verdict message on {topic!r} has schema {schema!r}; expected one of "
+                         f"{', '.join(READABLE_VERDICT_SCHEMAS)}")
     if n_parts not in (3, 4):
         raise ValueError(f"verdict message must have 3 or 4 parts, got {n_parts}")
     missing = [key for key in _VERDICT_KEYS if key not in header]

@@ -1,8 +1,8 @@
-"""The streaming runtime: sources -> batcher -> feature engine -> scorer -> post-processing -> ZeroMQ.
+"""The streaming runtime: sources -> batcher -> network engine -> scorer -> post-processing -> ZeroMQ.
 
 Sources decode in their own threads, so decoding overlaps with inference. The main loop takes
-micro-batches, runs the backbone through the chosen engine and scores through the same
-`Inspector.score` path as `inspect-eval`, so published raw scores equal the evaluation's.
+micro-batches, runs the detector's network through the chosen engine and scores its named outputs
+through the same `Inspector.score` path as `inspect-eval`, so published raw scores equal the evaluation's.
 Every verdict is journalled (flushed) before it is published. On stop, frames already decoded are
 still processed, sockets are closed and a summary is returned.
 """
@@ -19,10 +19,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from linewatch.engines import open_engine
 from linewatch.inspector import Inspector
 from linewatch.models.patchcore.knn import set_cpu_threads
 from linewatch.runtime.batcher import Batcher
-from linewatch.runtime.engines import open_engine
 from linewatch.runtime.frames import Frame
 from linewatch.runtime.journal import Journal
 from linewatch.runtime.messages import build_header
@@ -71,7 +71,7 @@ class Runtime:
         set_cpu_threads(RUNTIME_KNN_THREADS)
         cv2.setNumThreads(RUNTIME_OPENCV_THREADS)
         self.inspector = Inspector.from_bundle(options.bundle, device=knn_device)
-        self.engine = open_engine(options.bundle, self.inspector.manifest, lambda: self.inspector.extractor,
+        self.engine = open_engine(options.bundle, self.inspector.manifest, lambda: self.inspector.network,
                                   options.engine, options.device, options.threads)
         self.sources = SourceSet(parse_sources(options.sources, options.watch), queue_size=options.queue_size,
                                  on_event=self._on_event, prepare=self.inspector.preprocessor)
@@ -145,12 +145,12 @@ class Runtime:
         # Sources resize in their own threads (`prepare`, overlapping inference); only the stacking is here.
         inputs = np.stack([f.inputs for f in frames])
         t1 = time.perf_counter()
-        features = self.engine(inputs)
+        outputs = self.engine(inputs)
         t2 = time.perf_counter()
         timings: dict[str, float] = {}
-        prediction = self.inspector.score(features, timings)
+        prediction = self.inspector.score(outputs, timings)
         prepared = sum(f.preprocess_ms for f in frames)
-        shared = {"preprocess": (prepared + 1000 * (t1 - t0)) / count, "backbone": 1000 * (t2 - t1) / count,
+        shared = {"preprocess": (prepared + 1000 * (t1 - t0)) / count, "network": 1000 * (t2 - t1) / count,
                   "score": timings["score"] / count}
         maps_ms = timings["maps"] / count
         for frame, raw, amap in zip(frames, prediction.scores, prediction.maps, strict=True):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-STAGES = ("decode", "preprocess", "backbone", "score", "postprocess", "publish")
+STAGES = ("decode", "preprocess", "network", "score", "postprocess", "publish")
 
 
 @dataclass

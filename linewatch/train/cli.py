@@ -1,58 +1,77 @@
-"""`inspect-train`: fit a detector on good images and write a model bundle."""
+"""`inspect-train`: fit a detector on good images and write a model bundle.
+
+Its options are generated from the detector registry (common options plus every detector's own), so a
+new detector brings its options with it; `--help` says which detectors take each one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from linewatch.cli_common import friendly_errors, setup_logging
-from linewatch.config import resolve
-from linewatch.train.options import TRAIN_OPTIONS
+from linewatch.config import Option
+from linewatch.models.registry import DETECTOR_KINDS
+from linewatch.train.options import all_options, options_for, resolve_training
 
 
-@click.command(context_settings={"show_default": True})
-@click.option("--data", type=click.Path(path_type=Path), help="Category folder in MVTec layout.")
-@click.option("--model", type=click.Choice(["patchcore", "padim"]), help="Detector (default patchcore).")
-@click.option("--out", type=click.Path(path_type=Path), help="Bundle directory to write.")
-@click.option("--backbone", help="efficientnet_lite0 (default), efficientnet_lite2, resnet18, wide_resnet50_2.")
-@click.option("--weights", help="'default' (packaged / torch hub cache), 'none' (random) or a weights file.")
-@click.option("--layers", help="Comma-separated feature layers, e.g. layer2,layer3.")
-@click.option("--image-size", type=int, help="Square input size in pixels (default 256).")
-@click.option("--batch-size", type=int, help="Images per forward pass (default 8).")
-@click.option("--coreset-ratio", type=float, help="PatchCore: fraction of patches kept (default 0.01).")
-@click.option("--coreset-dims", type=int, help="PatchCore: random-projection dims for coreset selection.")
-@click.option("--projection-dims", type=int, help="Project features to this many dims (default: none).")
-@click.option("--knn", type=int, help="PatchCore: neighbours averaged per patch (default 1).")
-@click.option("--index", type=click.Choice(["flat", "hnsw", "ivf"]), help="PatchCore: FAISS index (default flat).")
-@click.option("--reweight/--no-reweight", default=None, help="PatchCore: the paper's image-score re-weighting.")
-@click.option("--padim-dims", type=int, help="PaDiM: random channel subset size (default 100; 550 for WRN50).")
-@click.option("--padim-epsilon", type=float, help="PaDiM: covariance regularisation (default 0.01).")
-@click.option("--blur-sigma", type=float, help="Anomaly-map Gaussian blur sigma in pixels (default 4).")
-@click.option("--threshold-method", type=click.Choice(["f1", "fpr"]), help="Calibration: max F1 or target FPR.")
-@click.option("--target-fpr", type=float, help="With --threshold-method fpr: allowed false-positive rate.")
-@click.option("--seed", type=int, help="Seed for splits, coreset and projections (default 0).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where kNN/Gaussians run (default cpu).")
+def _help(key: str, option: Option, kinds: tuple[str, ...]) -> str:
+    """The option's text, then its default per detector and which detectors take it."""
+    defaults = {kind: options_for(kind)[key].default for kind in kinds}
+    shown = {kind: value for kind, value in defaults.items() if value is not None}
+    if len(set(map(str, shown.values()))) == 1 and len(shown) == len(kinds):
+        default = f" Default: {next(iter(shown.values()))}."
+    else:
+        default = "".join(f" {kind}: {value}." for kind, value in shown.items())
+        default = f" Defaults:{default}" if default else ""
+    takers = f" [{', '.join(kinds)}]" if len(kinds) < len(DETECTOR_KINDS) else ""
+    return f"{option.help}{default}{takers}".strip()
+
+
+def _click_option(key: str, option: Option, kinds: tuple[str, ...]) -> Callable[[Any], Any]:
+    flag = "--" + key.replace("_", "-")
+    if option.type is bool:
+        return click.option(f"{flag}/--no-{key.replace('_', '-')}", key, default=None, help=_help(key, option, kinds))
+    kind: Any = {int: int, float: float, Path: click.Path(path_type=Path)}.get(option.type, str)
+    if option.choices and option.type is str:
+        kind = click.Choice(option.choices)
+    return click.option(flag, key, type=kind, default=None, help=_help(key, option, kinds))
+
+
+def _with_registry_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for key, (option, kinds) in reversed(list(all_options().items())):
+        func = _click_option(key, option, kinds)(func)
+    return func
+
+
+@click.command()
+@_with_registry_options
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML file with any of these options.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @friendly_errors
-def main(config_file: Path | None, quiet: bool, verbose: bool, **cli: object) -> None:
+def main(config_file: Path | None, quiet: bool, verbose: bool, **cli: Any) -> None:
     """Fit a detector on the good images of a category and write a model bundle."""
     from linewatch.train.pipeline import train
 
     setup_logging(verbose)
-    if isinstance(cli.get("layers"), str):
-        cli["layers"] = tuple(part.strip() for part in str(cli["layers"]).split(",") if part.strip())
-    options = resolve(TRAIN_OPTIONS, config_file, cli)
+    for key, value in cli.items():
+        if isinstance(value, str) and all_options()[key][0].type is tuple:
+            cli[key] = tuple(part.strip() for part in value.split(",") if part.strip())
+    options = resolve_training(config_file, cli)
     result = train(options, progress=not quiet)
     calibration = result.manifest["calibration"]
     training = result.manifest["training"]
+    network = result.manifest["network"]
     size_mb = sum(f["bytes"] for f in result.manifest["files"].values()) / 1e6
+    height, width = network["input"]["size"]
     click.echo(
         f"bundle: {result.bundle}\n"
         f"  model {options['model']} on {training['train_images']} good images of {training['category']!r}, "
-        f"backbone {options['backbone']}, input {options['image_size']}px\n"
+        f"network {network['architecture']}, input {height}x{width}x{network['input']['channels']}\n"
         f"  threshold {calibration['threshold']:.5g} ({calibration['method']} on {calibration['val_images']} "
         f"validation images)\n"
         f"  trained in {result.seconds:.1f} s (fit {training['fit_seconds']:.1f} s), "

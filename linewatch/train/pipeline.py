@@ -1,10 +1,15 @@
-"""Training: scan the category, split it, extract features, fit the detector, calibrate, write the bundle."""
+"""Training: scan the category, split it, fit the chosen detector, calibrate on val-clean, write the bundle.
+
+Every detector goes through the same steps; what differs (frozen features + statistics, or an epoch
+loop) is the registry spec's `fit`. Calibration scores val-clean through the same `predict_samples`
+path that evaluation and the runtime use.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,19 +17,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from linewatch.batches import iter_batches
 from linewatch.bundle import write_manifest
-from linewatch.data import Sample, make_splits, scan_category
-from linewatch.features.extractor import FeatureConfig, build_extractor
+from linewatch.data import DataError, make_splits, scan_category
+from linewatch.engines.base import NetworkIO
+from linewatch.engines.torch_engine import TorchEngine
 from linewatch.features.preprocess import RESIZE_POLICY, Preprocessor
-from linewatch.inspector import Prediction, save_extractor, score_features, torch_features
 from linewatch.metrics.calibrate import calibrate
-from linewatch.models.base import Detector
+from linewatch.models.base import FitContext
+from linewatch.models.network import save_network
+from linewatch.models.registry import get_spec
 from linewatch.progress import Bars
 from linewatch.resources import peak_rss_mb
-from linewatch.train.options import DEFAULT_LAYERS, DEFAULT_PADIM_DIMS, DEFAULT_PADIM_DIMS_OTHER
+from linewatch.scoring import predict_samples
 
 log = logging.getLogger(__name__)
+HISTORY_FILE = "history.json"
 
 
 @dataclass(frozen=True)
@@ -35,77 +42,32 @@ class TrainResult:
     peak_rss_mb: float
 
 
-def feature_config(options: dict[str, Any]) -> FeatureConfig:
-    """Model-specific feature defaults: PatchCore aggregates 3x3 neighbourhoods, PaDiM subsamples channels."""
-    model = options["model"]
-    padim_dims = None
-    if model == "padim":
-        padim_dims = options["padim_dims"] or DEFAULT_PADIM_DIMS.get(options["backbone"], DEFAULT_PADIM_DIMS_OTHER)
-    return FeatureConfig(
-        backbone=options["backbone"],
-        layers=tuple(options["layers"] or DEFAULT_LAYERS[model]),
-        image_size=(options["image_size"], options["image_size"]),
-        aggregate=model == "patchcore",
-        projection_dims=options["projection_dims"],
-        channel_subset=padim_dims,
-        seed=options["seed"],
-    )
-
-
-def _fit_detector(options: dict[str, Any], features: Iterator[np.ndarray], bars: Bars) -> Detector:
-    if options["model"] == "patchcore":
-        from linewatch.models.patchcore.model import PatchCore, PatchCoreParams
-
-        params = PatchCoreParams(
-            coreset_ratio=options["coreset_ratio"], coreset_dims=options["coreset_dims"], k=options["knn"],
-            index=options["index"], reweight=options["reweight"], seed=options["seed"],
-        )
-        return PatchCore.fit(features, params, progress=bars, device=options["device"])
-    from linewatch.models.padim.model import Padim, PadimParams
-
-    return Padim.fit(features, PadimParams(epsilon=options["padim_epsilon"]), progress=bars, device=options["device"])
-
-
-def predict_samples(
-    feature_fn, detector: Detector, samples: list[Sample], config: FeatureConfig, sigma: float,
-    batch_size: int, bars: Bars, desc: str,
-) -> Iterator[tuple[list[Sample], list[np.ndarray], Prediction]]:
-    """Score samples batch by batch (original images come along for full-resolution metrics)."""
-    step = bars(len(samples), desc)
-    for batch in iter_batches(samples, Preprocessor(config.image_size), batch_size):
-        yield batch.samples, batch.images, score_features(detector, feature_fn(batch.inputs), config.image_size, sigma)
-        step(len(batch.samples))
-
-
 def train(options: dict[str, Any], progress: bool = True) -> TrainResult:
     """Fit on train-clean, calibrate on val-clean, write a validated bundle to `options['out']`."""
     start = time.perf_counter()
     bars = Bars(progress)
+    spec = get_spec(options["model"])
     category = scan_category(options["data"])
     splits = make_splits(category, seed=options["seed"])
+    if not splits.val:
+        raise DataError(f"{category.root}: val-clean is empty, so no threshold can be calibrated; train/good needs "
+                        f"at least 2 images (20% are held out) or test/ needs defective images")
     out = Path(options["out"])
     out.mkdir(parents=True, exist_ok=True)
     splits.to_json(out / "splits.json")
-    config = feature_config(options)
     torch.manual_seed(options["seed"])
-    extractor, weights = build_extractor(config, options["weights"])
-    feature_fn = torch_features(extractor)
-
-    step = bars(len(splits.train), "features")
-
-    def train_features() -> Iterator[np.ndarray]:
-        for batch in iter_batches(splits.train, Preprocessor(config.image_size), options["batch_size"]):
-            yield feature_fn(batch.inputs)
-            step(len(batch.samples))
 
     fit_start = time.perf_counter()
-    detector = _fit_detector(options, train_features(), bars)
+    fitted = spec.fit(FitContext(options, splits, out, bars))
     fit_seconds = time.perf_counter() - fit_start
 
+    io = NetworkIO.from_section(fitted.network_section)
+    engine = TorchEngine(fitted.network, io, "cuda" if options["device"] == "cuda" else "cpu")
     labels, scores, map_peaks = [], [], []
-    for samples, _, prediction in predict_samples(
-        feature_fn, detector, splits.val, config, options["blur_sigma"], options["batch_size"], bars, "calibrate"
-    ):
+    step = bars(len(splits.val), "calibrate")
+    preprocess = Preprocessor(io.size, io.channels)
+    for samples, _, prediction in predict_samples(engine, fitted.detector, splits.val, preprocess,
+                                                  options["blur_sigma"], options["batch_size"], step):
         labels += [s.label for s in samples]
         scores += prediction.scores.tolist()
         map_peaks += prediction.maps.reshape(len(samples), -1).max(axis=1).tolist()
@@ -115,22 +77,31 @@ def train(options: dict[str, Any], progress: bool = True) -> TrainResult:
     # Regions and heatmaps live on the blurred map, whose peak differs from the image score: calibrate it too.
     map_normalizer = calibrate(np.array(labels), np.array(map_peaks), method=method, target_fpr=options["target_fpr"])
 
-    detector_section, detector_files = detector.save(out)
-    files = [save_extractor(extractor, out), *detector_files, "splits.json"]
+    detector_section, detector_files = fitted.detector.save(out)
+    files = [save_network(fitted.network, out), *detector_files, "splits.json"]
+    if fitted.history is not None:
+        (out / HISTORY_FILE).write_text(json.dumps(fitted.history, indent=1) + "\n")
+        files.append(HISTORY_FILE)
     seconds = time.perf_counter() - start
     manifest = {
         "detector": detector_section,
-        "features": {**config.to_dict(), "out_dims": config.out_dims, "feature_size": list(config.feature_size),
-                     "weights": weights.source, "weights_sha256": weights.sha256},
-        "preprocess": {"input": "RGB uint8", "resize": RESIZE_POLICY, "layout": "NCHW float32 0..255",
-                       "normalization": "inside the extractor (mean/std buffers)"},
-        "postprocess": {"blur_sigma": options["blur_sigma"], "map_size": list(config.image_size)},
+        "network": fitted.network_section,
+        "preprocess": {"input": "RGB uint8", "resize": RESIZE_POLICY,
+                       "channels": "RGB" if io.channels == 3 else "grey (cv2 RGB2GRAY after the resize)",
+                       "layout": "NCHW float32 0..255", "normalization": "inside the network"},
+        "postprocess": {"blur_sigma": options["blur_sigma"], "map_size": list(io.size)},
         "calibration": {**normalizer.to_dict(), "method": method, "target_fpr": options["target_fpr"],
                         "val_images": len(labels), "val_defective": int(sum(labels)), "map": map_normalizer.to_dict()},
         "training": {"data": str(Path(options["data"]).resolve()), "category": category.name,
                      "train_images": len(splits.train), "seed": options["seed"], "seconds": round(seconds, 2),
                      "fit_seconds": round(fit_seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
-                     "torch": torch.__version__},
+                     "torch": torch.__version__, "options": _jsonable(options), **fitted.training},
     }
     manifest = write_manifest(out, manifest, files)
     return TrainResult(out, manifest, seconds, peak_rss_mb())
+
+
+def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
+    """The resolved options as plain JSON values (paths as strings, tuples as lists)."""
+    return {key: str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+            for key, value in options.items()}

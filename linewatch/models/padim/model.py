@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from linewatch.models.device import torch_device
+from linewatch.device import torch_device
 from linewatch.models.padim.gaussian import GaussianAccumulator
 
 GAUSSIAN_FILE = "padim_gaussian.safetensors"
@@ -71,8 +71,9 @@ class Padim:
                 step(len(chunk))
         return cls(mean.numpy(), inverse.numpy(), accumulator.shape, params, accumulator.count, device=device)
 
-    def patch_scores(self, features: np.ndarray) -> np.ndarray:
+    def patch_scores(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         """Mahalanobis distance of each position's feature to that position's Gaussian, batched over positions."""
+        features = outputs["features"]
         n, c, h, w = features.shape
         if (c, h, w) != self.feature_shape:
             raise ValueError(f"features of shape {(c, h, w)} do not match the PaDiM model's {self.feature_shape}")
@@ -82,7 +83,7 @@ class Padim:
         squared = torch.bmm(delta, self.inv_cov).mul_(delta).sum(dim=2).clamp_min_(0)
         return squared.sqrt_().T.reshape(n, h, w).cpu().numpy()
 
-    def image_scores(self, patch_scores: np.ndarray, maps: np.ndarray, features: np.ndarray) -> np.ndarray:
+    def image_scores(self, patch_scores: np.ndarray, maps: np.ndarray, outputs: dict[str, np.ndarray]) -> np.ndarray:
         """Max of the blurred anomaly map, as in the PaDiM paper."""
         return maps.reshape(len(maps), -1).max(axis=1).astype(np.float32)
 

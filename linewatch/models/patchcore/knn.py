@@ -10,7 +10,7 @@ import logging
 
 import numpy as np
 
-from linewatch.models.device import torch_device
+from linewatch.device import use_cuda
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class NearestNeighbours:
         """faiss-gpu for a flat index when it sees a GPU, else torch on CUDA, else FAISS on CPU."""
         if device in ("auto", "cuda") and self.index_type == "flat" and faiss_gpu_count() > 0:
             return "faiss-gpu"
-        return "torch-cuda" if torch_device(device).type == "cuda" else "faiss-cpu"
+        return "torch-cuda" if use_cuda(device) else "faiss-cpu"
 
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Euclidean distances (M, k) and bank indices (M, k), nearest first."""

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from linewatch.models.patchcore.coreset import coreset_steps, greedy_coreset
 from linewatch.models.patchcore.knn import INDEX_TYPES, NearestNeighbours
 
 BANK_FILE = "memory_bank.npy"
@@ -59,6 +58,8 @@ class PatchCore:
         device: str = "cpu",
     ) -> PatchCore:
         """Collect every training patch, then keep a greedy coreset of `coreset_ratio` of them."""
+        from linewatch.models.patchcore.coreset import coreset_steps, greedy_coreset
+
         patches = np.concatenate([flatten_patches(batch) for batch in feature_batches])
         bank = len(patches) * params.coreset_ratio
         if bank > LARGE_BANK:
@@ -71,18 +72,19 @@ class PatchCore:
         )
         return cls(patches[np.sort(keep)], params, device=device)
 
-    def patch_scores(self, features: np.ndarray) -> np.ndarray:
+    def patch_scores(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        features = outputs["features"]
         n, _, h, w = features.shape
         distances, _ = self.knn.search(flatten_patches(features), self.params.k)
         return distances.mean(axis=1).reshape(n, h, w).astype(np.float32)
 
-    def image_scores(self, patch_scores: np.ndarray, maps: np.ndarray, features: np.ndarray) -> np.ndarray:
+    def image_scores(self, patch_scores: np.ndarray, maps: np.ndarray, outputs: dict[str, np.ndarray]) -> np.ndarray:
         """Max patch score; with `reweight`, scaled by the paper's neighbourhood-density weight (eq. 7)."""
         flat = patch_scores.reshape(len(patch_scores), -1)
         scores = flat.max(axis=1)
         if not self.params.reweight:
             return scores
-        patches = flatten_patches(features).reshape(len(flat), flat.shape[1], -1)
+        patches = flatten_patches(outputs["features"]).reshape(len(flat), flat.shape[1], -1)
         worst = patches[np.arange(len(flat)), flat.argmax(axis=1)]
         _, nearest = self.knn.search(worst, 1)
         _, neighbourhood = self.knn.search(self.memory_bank[nearest[:, 0]], self.params.reweight_neighbours)

@@ -1,0 +1,1 @@
+"""Convolutional autoencoder detector (reconstruction error; AE-L2 / AE-SSIM, Bergmann et al. 2019)."""

@@ -1,0 +1,1 @@
+"""Parts shared by several detectors: frozen-feature fitting, convolution blocks, SSIM, training helpers."""

@@ -1,0 +1,1 @@
+"""GANomaly (Akcay et al., ACCV 2018): encoder-decoder-encoder generator, latent-distance score."""

@@ -1,0 +1,59 @@
+"""The one scoring path: network outputs -> patch scores -> maps at the input size -> image scores.
+
+Training (calibration), evaluation, the export parity check and the runtime all score through
+`score_outputs`, so a raw score means the same number everywhere; only the engine that produced the
+network outputs (torch, onnxruntime, TensorRT) varies.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from linewatch.batches import iter_batches
+from linewatch.data import Sample
+from linewatch.features.preprocess import Preprocessor
+from linewatch.models.anomaly_map import anomaly_maps
+from linewatch.models.base import Detector
+
+NetworkFn = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    scores: np.ndarray  # (N,) raw image scores
+    maps: np.ndarray  # (N, H, W) float32 anomaly maps at the model's input size
+
+
+def score_outputs(
+    detector: Detector, outputs: dict[str, np.ndarray], image_size: tuple[int, int], sigma: float,
+    timings: dict[str, float] | None = None,
+) -> Prediction:
+    """Patch scores, blurred maps at the input size, image scores.
+
+    `timings`, when given, receives milliseconds for `score` (detector) and `maps` (map post-processing).
+    """
+    start = time.perf_counter()
+    patch = detector.patch_scores(outputs)
+    scored = time.perf_counter()
+    maps = anomaly_maps(patch, image_size, sigma)
+    scores = detector.image_scores(patch, maps, outputs).astype(np.float32)
+    if timings is not None:
+        timings["score"] = 1000 * (scored - start)
+        timings["maps"] = 1000 * (time.perf_counter() - scored)
+    return Prediction(scores=scores, maps=maps)
+
+
+def predict_samples(
+    network: NetworkFn, detector: Detector, samples: Sequence[Sample], preprocessor: Preprocessor, sigma: float,
+    batch_size: int, step: Callable[[int], None] | None = None,
+) -> Iterator[tuple[list[Sample], list[np.ndarray], Prediction]]:
+    """Score samples batch by batch (original images come along for full-resolution metrics)."""
+    for batch in iter_batches(samples, preprocessor, batch_size):
+        outputs = network(batch.inputs)
+        yield batch.samples, batch.images, score_outputs(detector, outputs, preprocessor.size, sigma)
+        if step:
+            step(len(batch.samples))
