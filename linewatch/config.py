@@ -19,6 +19,26 @@ class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type, or points nowhere."""
 
 
+class ImageSize(tuple):
+    """Option type of an image size: `256` (square), `144x256` / `144,256` or a YAML list [H, W] -> (H, W)."""
+
+
+def parse_size(value: Any, where: str) -> tuple[int, int]:
+    """(height, width) from an int, an 'HxW' / 'H,W' string or a two-item list."""
+    if isinstance(value, str):
+        parts = value.lower().replace("x", ",").replace(" ", ",").split(",")
+        value = [p for p in parts if p]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value, value]
+    if isinstance(value, list | tuple) and len(value) == 1:
+        value = [value[0], value[0]]
+    try:
+        height, width = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a size such as 256 or 144x256 (height x width), got {value!r}") from None
+    return height, width
+
+
 @dataclass(frozen=True)
 class Option:
     """One configurable value: its type, default and (optionally) allowed values or path check."""
@@ -37,6 +57,11 @@ def _check(key: str, option: Option, value: Any, origin: str) -> Any:
     where = f"{key!r} ({origin})"
     if value is None:
         return None
+    if option.type is ImageSize:
+        size = parse_size(value, where)
+        for side in size:
+            _bounds(where, option, side)
+        return size
     if option.type is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if option.type is Path and isinstance(value, str | Path):
@@ -47,13 +72,17 @@ def _check(key: str, option: Option, value: Any, origin: str) -> Any:
         raise ConfigError(f"{where}: expected {option.type.__name__}, got {type(value).__name__} {value!r}")
     if option.choices is not None and value not in option.choices:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, option.choices))}")
+    _bounds(where, option, value)
+    if option.must_exist and not value.exists():
+        raise ConfigError(f"{where}: path does not exist: {value}")
+    return value
+
+
+def _bounds(where: str, option: Option, value: Any) -> None:
     if option.minimum is not None and value < option.minimum:
         raise ConfigError(f"{where}: {value!r} is below the minimum {option.minimum}")
     if option.maximum is not None and value > option.maximum:
         raise ConfigError(f"{where}: {value!r} is above the maximum {option.maximum}")
-    if option.must_exist and not value.exists():
-        raise ConfigError(f"{where}: path does not exist: {value}")
-    return value
 
 
 def read_config_file(path: Path, options: Mapping[str, Option]) -> dict[str, Any]:

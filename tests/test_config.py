@@ -20,7 +20,7 @@ def _write(path: Path, text: str) -> Path:
 def test_defaults_file_and_cli_precedence(tmp_path: Path) -> None:
     cfg = _write(tmp_path / "c.yaml", f"data: {tmp_path}\nout: {tmp_path / 'b'}\nimage_size: 128\nseed: 3\n")
     merged = resolve(TRAIN_OPTIONS, cfg, {"seed": 9})
-    assert merged["image_size"] == 128 and merged["seed"] == 9 and merged["coreset_ratio"] == 0.01
+    assert merged["image_size"] == (128, 128) and merged["seed"] == 9 and merged["coreset_ratio"] == 0.01
     assert merged["data"] == tmp_path
 
 
@@ -66,9 +66,9 @@ def test_shipped_training_configs_resolve_for_their_model(tmp_path: Path) -> Non
 
 def test_each_detector_gets_its_own_defaults(tmp_path: Path) -> None:
     base = {"data": tmp_path, "out": tmp_path / "b"}
-    assert resolve_training(None, {**base, "model": "patchcore"})["image_size"] == 256
+    assert resolve_training(None, {**base, "model": "patchcore"})["image_size"] == (256, 256)
     ganomaly = resolve_training(None, {**base, "model": "ganomaly"})
-    assert ganomaly["lr"] == 2e-4 and ganomaly["image_size"] == 64 and ganomaly["channels"] == 3
+    assert ganomaly["lr"] == 2e-4 and ganomaly["image_size"] == (64, 64) and ganomaly["channels"] == 3
     assert resolve_training(None, {**base, "model": "autoencoder"})["lr"] == 1e-3
 
 
@@ -86,3 +86,16 @@ def test_options_shared_by_detectors_agree_on_their_type() -> None:
     assert set(merged["layers"][1]) == {"patchcore", "padim"}
     assert set(merged["epochs"][1]) == {"autoencoder", "ganomaly"}
     assert set(merged["seed"][1]) == {"patchcore", "padim", "autoencoder", "ganomaly"}
+
+
+@pytest.mark.parametrize(("given", "size"), [(128, (128, 128)), ("144x256", (144, 256)), ("144,256", (144, 256)),
+                                             ([96, 160], (96, 160)), ("200", (200, 200))])
+def test_image_size_is_height_by_width(tmp_path: Path, given: object, size: tuple[int, int]) -> None:
+    assert resolve_training(None, {"data": tmp_path, "out": "x", "image_size": given})["image_size"] == size
+
+
+def test_a_bad_image_size_names_the_expected_form(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'image_size' \(--image-size\): expected a size such as 256 or 144x256"):
+        resolve_training(None, {"data": tmp_path, "out": "x", "image_size": "wide"})
+    with pytest.raises(ConfigError, match="below the minimum"):
+        resolve_training(None, {"data": tmp_path, "out": "x", "image_size": "8x256"})

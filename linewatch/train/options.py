@@ -11,14 +11,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from linewatch.config import ConfigError, Option, read_config_file, resolve
+from linewatch.config import ConfigError, ImageSize, Option, read_config_file, resolve
 from linewatch.models.registry import DETECTOR_KINDS, all_specs, get_spec
 
 COMMON_OPTIONS: dict[str, Option] = {
     "data": Option(Path, must_exist=True, required=True, help="Category folder in MVTec layout."),
     "model": Option(str, "patchcore", choices=DETECTOR_KINDS, help="Detector (default patchcore)."),
     "out": Option(Path, required=True, help="Bundle directory to write."),
-    "image_size": Option(int, 256, minimum=16, maximum=2048, help="Square input size in pixels."),
+    "image_size": Option(ImageSize, (256, 256), minimum=16, maximum=2048,
+                         help="Network input size: 256 (square) or HxW such as 144x256."),
     "batch_size": Option(int, 8, minimum=1, help="Images per forward pass / optimisation step."),
     "blur_sigma": Option(float, 4.0, minimum=0.0, help="Anomaly-map Gaussian blur sigma in pixels (default 4)."),
     "threshold_method": Option(str, "f1", choices=("f1", "fpr"), help="Calibration: max F1 or target FPR."),

@@ -72,13 +72,14 @@ def _auroc_metric(model: TrainedModel, scorer: Detector, images: torch.Tensor, l
 
 
 def fit_trained(context: FitContext, build: Callable[[tuple[int, int]], TrainedModel],
-                valid_size: Callable[[int], int], scorer: Detector, title: str) -> Fitted:
+                valid_size: Callable[[tuple[int, int]], tuple[int, int]], scorer: Detector, title: str) -> Fitted:
     """Train `build(size)` on train-clean (validation: val-clean's good images) and return the best epoch."""
     options, splits, bars = context.options, context.splits, context.bars
-    size = valid_size(options["image_size"])
-    if size != options["image_size"]:
-        log.warning("image size %d does not fit the network's strides; using %d", options["image_size"], size)
-    preprocess = Preprocessor((size, size), options["channels"])
+    size = tuple(valid_size(options["image_size"]))
+    if size != tuple(options["image_size"]):
+        log.warning("image size %s does not fit the network; using %dx%d (height x width)",
+                    "x".join(map(str, options["image_size"])), *size)
+    preprocess = Preprocessor(size, options["channels"])
     train = load_images(splits.train, preprocess, options["batch_size"], bars(len(splits.train), "load train"))
     good = [s for s in splits.val if s.label == 0]
     val_good = load_images(good, preprocess, options["batch_size"])
@@ -86,7 +87,7 @@ def fit_trained(context: FitContext, build: Callable[[tuple[int, int]], TrainedM
         log.warning("val-clean holds no good images: validation loss, early stopping and the best epoch use the "
                     "training loss instead")
     device = "cuda" if use_cuda(options["device"]) else "cpu"
-    model = build((size, size))
+    model = build(size)
     metric, select = None, options["select"]
     if select == "val-auroc":
         labels = np.array([s.label for s in splits.val])
@@ -112,4 +113,4 @@ def fit_trained(context: FitContext, build: Callable[[tuple[int, int]], TrainedM
     log.info("best epoch %d of %d (%s)", result.best_epoch, result.epochs_run, result.stopped)
     return Fitted(network=model.network, network_section=model.network_section(), detector=scorer,
                   history=result.history, training={"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                                                    "stopped": result.stopped, "image_size": size})
+                                                    "stopped": result.stopped, "image_size": list(size)})

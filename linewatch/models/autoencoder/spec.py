@@ -27,8 +27,9 @@ OPTIONS: dict[str, Option] = {
 
 
 def _valid_size(depth: int) -> Any:
+    """Each side rounded to a multiple of the encoder's total stride."""
     stride = 2**depth
-    return lambda size: max(stride, round(size / stride) * stride)
+    return lambda size: tuple(max(stride, round(side / stride) * stride) for side in size)
 
 
 def fit(context: FitContext) -> Fitted:
@@ -57,7 +58,7 @@ SPEC = DetectorSpec(
     load=load,
     build_network=build_network,
     options=OPTIONS,
-    defaults={"image_size": 256, "batch_size": 16},
+    defaults={"image_size": (256, 256), "batch_size": 16},
     quick={"image_size": 32, "epochs": 3, "checkpoint_every": 1, "base_channels": 8},
     trained=True,
 )

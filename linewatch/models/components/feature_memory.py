@@ -30,7 +30,7 @@ def feature_config(options: dict[str, Any], default_layers: tuple[str, ...], agg
     return FeatureConfig(
         backbone=options["backbone"],
         layers=tuple(options["layers"] or default_layers),
-        image_size=(options["image_size"], options["image_size"]),
+        image_size=options["image_size"],
         aggregate=aggregate,
         projection_dims=options["projection_dims"],
         channel_subset=channel_subset,

@@ -32,8 +32,14 @@ def fit(context: FitContext) -> Fitted:
     from linewatch.train.trained import fit_trained
 
     options = context.options
-    return fit_trained(context, lambda size: GanomalyModel(size, options), power_of_two,
+    return fit_trained(context, lambda size: GanomalyModel(size, options), _square_power_of_two,
                        ReconstructionScorer("ganomaly", "latent_distance"), "GANomaly")
+
+
+def _square_power_of_two(size: tuple[int, int]) -> tuple[int, int]:
+    """DCGAN pyramids halve a square down to 4 x 4: the nearest power of two of the longer side."""
+    side = power_of_two(max(size))
+    return side, side
 
 
 def load(directory: Path, section: dict[str, Any], device: str) -> Detector:
@@ -53,7 +59,7 @@ SPEC = DetectorSpec(
     load=load,
     build_network=build_network,
     options=OPTIONS,
-    defaults={"image_size": 64, "batch_size": 32},
+    defaults={"image_size": (64, 64), "batch_size": 32},
     quick={"image_size": 32, "epochs": 3, "checkpoint_every": 1, "base_channels": 8, "latent_size": 16},
     trained=True,
 )
