@@ -71,6 +71,23 @@ def _example_items(chosen: list[Scored], size: tuple[int, int], threshold: float
     return items
 
 
+def _validation_study(inspector: Inspector, category: Category, bundle: Path, split: str, batch_size: int,
+                      out: Path, threshold: float) -> None:
+    """Where the threshold came from: val-clean's good vs defective scores and P/R/F1 as the threshold moves."""
+    if split != "test":
+        return
+    val = Splits.load(Path(bundle) / "splits.json", category).val
+    labels, scores = [], []
+    for samples, _, prediction in predict_samples(inspector.reference_engine(), inspector.detector, val,
+                                                  inspector.preprocessor, inspector.blur_sigma, batch_size):
+        labels += [s.label for s in samples]
+        scores += prediction.scores.tolist()
+    report.plot_score_histogram(labels, scores, threshold, out / "val_score_histogram.png",
+                                title="Validation scores (val-clean)")
+    if 0 < sum(labels) < len(labels):
+        report.plot_threshold_study(labels, scores, threshold, out / "threshold_study.png")
+
+
 def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps: bool = False,
              batch_size: int = 8, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
     """Run the evaluation and write metrics.json, scores.csv, plots (and maps); return the metrics."""
@@ -145,6 +162,7 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
     report.plot_score_histogram(labels, scores, threshold, out / "score_histogram.png")
     if has_pixels:
         report.plot_pro(fpr, pro, out / "pro.png")
+    _validation_study(inspector, category, bundle, split, batch_size, out, threshold)
     chosen = _pick_examples(scored, threshold)
     report.plot_examples(_example_items(chosen, inspector.image_size, threshold), out / "examples.png")
     return metrics

@@ -1,10 +1,11 @@
-"""PNG plots for an evaluation report: ROC, PR, score histogram, PRO curve and an example grid.
+"""PNG plots for an evaluation report: ROC, PR, score histogram, PRO curve, threshold study, example grid.
 
 Uses the non-interactive Agg backend so reports render on headless CI and line PCs.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import matplotlib
 import numpy as np
 from numpy.typing import ArrayLike
 
-from linewatch.metrics.image import auprc, auroc, pr_curve, roc_curve, trapezoid
+from linewatch.metrics.image import auprc, auroc, classification_report, pr_curve, roc_curve, trapezoid
 from linewatch.overlay import overlay_heatmap
 
 matplotlib.use("Agg")
@@ -76,7 +77,8 @@ def plot_pr(labels: ArrayLike, scores: ArrayLike, path: str | Path) -> Path:
     return Path(path)
 
 
-def plot_score_histogram(labels: ArrayLike, scores: ArrayLike, threshold: float, path: str | Path) -> Path:
+def plot_score_histogram(labels: ArrayLike, scores: ArrayLike, threshold: float, path: str | Path,
+                         title: str = "Score distribution") -> Path:
     """Good vs defective score histograms on shared bins with the decision threshold marked."""
     y = np.asarray(labels).ravel() == 1
     s = np.asarray(scores, dtype=np.float64).ravel()
@@ -88,9 +90,33 @@ def plot_score_histogram(labels: ArrayLike, scores: ArrayLike, threshold: float,
         ax.axvline(threshold, color="black", ls="--", lw=1.5, label=f"threshold = {threshold:.4g}")
         ax.set(xlabel="anomaly score", ylabel="images")
         both = 0 < y.sum() < y.size
-        ax.set_title(f"Score distribution (AUROC = {auroc(y, s):.4f})" if both else "Score distribution")
+        ax.set_title(f"{title} (AUROC = {auroc(y, s):.4f})" if both else title)
         ax.legend()
     return Path(path)
+
+
+def plot_threshold_study(labels: ArrayLike, scores: ArrayLike, threshold: float, path: str | Path) -> dict[str, Any]:
+    """Precision, recall and F1 as the threshold moves over every observed score, the chosen one marked.
+
+    The plotted values are written beside the PNG as JSON and returned.
+    """
+    precision, recall, thresholds = pr_curve(labels, scores)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    chosen = classification_report(labels, scores, threshold)
+    data = {"thresholds": thresholds.tolist(), "precision": precision.tolist(), "recall": recall.tolist(),
+            "f1": f1.tolist(), "threshold": float(threshold),
+            "at_threshold": {k: chosen[k] for k in ("precision", "recall", "f1")}}
+    with _figure(path, figsize=(6.0, 4.0)) as axes:
+        ax = axes[0, 0]
+        ax.plot(thresholds, precision, label="precision", drawstyle="steps-post")
+        ax.plot(thresholds, recall, label="recall", drawstyle="steps-post")
+        ax.plot(thresholds, f1, label="F1", lw=2, drawstyle="steps-post")
+        ax.axvline(threshold, color="black", ls="--", lw=1.2, label=f"threshold = {threshold:.4g}")
+        ax.set(xlabel="threshold on the raw score", ylabel="value", ylim=(0, 1.02))
+        ax.set_title(f"Threshold study (F1 at threshold = {chosen['f1']:.3f})")
+        ax.legend(loc="lower left", fontsize=8)
+    Path(path).with_suffix(".json").write_text(json.dumps(data) + "\n")
+    return data
 
 
 def plot_pro(fpr: np.ndarray, pro: np.ndarray, path: str | Path, fpr_limit: float = 0.3) -> Path:

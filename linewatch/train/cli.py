@@ -6,6 +6,7 @@ new detector brings its options with it; `--help` says which detectors take each
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,10 @@ import click
 from linewatch.cli_common import friendly_errors, setup_logging
 from linewatch.config import Option
 from linewatch.models.registry import DETECTOR_KINDS
+from linewatch.train.loop import TrainingInterrupted
 from linewatch.train.options import all_options, options_for, resolve_training
+
+INTERRUPTED = 130  # the shell's convention for a process ended by Ctrl-C (128 + SIGINT)
 
 
 def _help(key: str, option: Option, kinds: tuple[str, ...]) -> str:
@@ -62,7 +66,14 @@ def main(config_file: Path | None, quiet: bool, verbose: bool, **cli: Any) -> No
         if isinstance(value, str) and all_options()[key][0].type is tuple:
             cli[key] = tuple(part.strip() for part in value.split(",") if part.strip())
     options = resolve_training(config_file, cli)
-    result = train(options, progress=not quiet)
+    try:
+        result = train(options, progress=not quiet)
+    except TrainingInterrupted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("interrupted before training started; nothing was written to keep", err=True)
+        sys.exit(INTERRUPTED)
     calibration = result.manifest["calibration"]
     training = result.manifest["training"]
     network = result.manifest["network"]

@@ -35,7 +35,7 @@ class AutoencoderModel:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return {"loss": float(loss)}
+        return {"loss": float(loss.detach())}
 
     def validation_losses(self, batch: torch.Tensor) -> dict[str, float]:
         with torch.no_grad():

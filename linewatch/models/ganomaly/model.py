@@ -53,9 +53,10 @@ class GanomalyModel:
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         d_opt.step()
-        if float(d_loss) < D_COLLAPSE:
+        if float(d_loss.detach()) < D_COLLAPSE:
             self.discriminator.apply(init_weights)
-        return {"loss": float(loss), **{k: float(v) for k, v in terms.items()}, "d": float(d_loss)}
+        return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()},
+                "d": float(d_loss.detach())}
 
     def validation_losses(self, batch: torch.Tensor) -> dict[str, float]:
         with torch.no_grad():
