@@ -26,12 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BOTTLE = ROOT.parent / "shared" / "data" / "mvtec_ad" / "bottle"
 
 
-def ensure_bundle(bundle: Path, data: Path) -> None:
-    """Train (default settings) and export a bundle unless one is already there."""
+def ensure_bundle(bundle: Path, data: Path, model: str = "patchcore") -> None:
+    """Train (the model's default settings) and export a bundle unless one is already there."""
     bin_dir = Path(sys.executable).parent
     if not (bundle / "manifest.json").is_file():
-        subprocess.run([str(bin_dir / "inspect-train"), "--data", str(data), "--out", str(bundle), "--quiet"],
-                       check=True)
+        subprocess.run([str(bin_dir / "inspect-train"), "--data", str(data), "--out", str(bundle), "--model", model,
+                        "--quiet"], check=True)
     if not (bundle / "network.onnx").is_file():
         subprocess.run([str(bin_dir / "export-model"), str(bundle)], check=True)
 
@@ -59,18 +59,20 @@ def median_run(runs: list[dict]) -> dict:
 @click.option("--bundle", type=click.Path(path_type=Path), default=Path("bench-out/bundle-patchcore-bottle"),
               show_default=True)
 @click.option("--data", type=click.Path(path_type=Path), default=BOTTLE, show_default=True)
+@click.option("--model", default="patchcore", show_default=True, help="Detector trained when --bundle is absent.")
 @click.option("--engines", default="onnxruntime,torch", show_default=True)
 @click.option("--batches", default="1,4,8", show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--repeat", type=int, default=3, show_default=True,
               help="Runs per configuration, interleaved; the run with the median ms/frame is reported.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-out/runtime.json"), show_default=True)
-def main(bundle: Path, data: Path, engines: str, batches: str, threads: int, repeat: int, out: Path) -> None:
+def main(bundle: Path, data: Path, model: str, engines: str, batches: str, threads: int, repeat: int,
+         out: Path) -> None:
     logging.basicConfig(level=logging.WARNING)
     if not data.is_dir():
         raise click.ClickException(f"{data} not found: the benchmark needs the MVTec bottle data (../shared/data)")
     torch.set_num_threads(threads)
-    ensure_bundle(bundle, data)
+    ensure_bundle(bundle, data, model)
     names = [e for e in engines.split(",") if e != "tensorrt" or tensorrt_problem() is None]
     configs = [(engine, int(b)) for engine in names for b in batches.split(",")]
     runs: dict[tuple[str, int], list[dict]] = {config: [] for config in configs}

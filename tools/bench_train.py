@@ -1,12 +1,14 @@
-"""Training benchmark: feature extraction ms/image, coreset time for 10% of 100k patches, peak memory.
+"""Training benchmark: feature extraction ms/image, coreset time for 10% of 100k patches, peak memory; for
+each trained detector, seconds per epoch and peak memory of a few epochs of `inspect-train` with its defaults.
 
 Uses MVTec bottle from ../shared/data when present (else the synthetic category) and writes JSON.
-Run: .venv/bin/python tools/bench_train.py [--data DIR] [--out bench-out/train.json]
+Run: .venv/bin/python tools/bench_train.py [--data DIR] [--trained autoencoder,ganomaly] [--epochs 3]
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,9 +26,23 @@ from linewatch.features.extractor import FeatureConfig, build_extractor
 from linewatch.features.preprocess import Preprocessor
 from linewatch.models.patchcore.coreset import greedy_coreset
 from linewatch.models.patchcore.model import flatten_patches
+from linewatch.models.registry import all_specs
 from linewatch.resources import peak_rss_mb
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mvtec_ad" / "bottle"
+
+
+def trained_epochs(data: Path, model: str, epochs: int, work: Path) -> dict:
+    """A few epochs of `inspect-train --model MODEL` (its defaults) in its own process: s/epoch and peak RSS."""
+    bundle = work / model
+    subprocess.run([str(Path(sys.executable).parent / "inspect-train"), "--data", str(data), "--out", str(bundle),
+                    "--model", model, "--epochs", str(epochs), "--patience", "0", "--quiet"], check=True)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    seconds = [record["seconds"] for record in json.loads((bundle / "history.json").read_text())]
+    return {"model": model, "input": manifest["network"]["input"]["size"],
+            "channels": manifest["network"]["input"]["channels"], "epochs": len(seconds),
+            "seconds_per_epoch": round(float(np.median(seconds)), 2), "epoch_seconds": seconds,
+            "train_images": manifest["training"]["train_images"], "peak_rss_mb": manifest["training"]["peak_rss_mb"]}
 
 
 @click.command()
@@ -35,7 +51,10 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 @click.option("--image-size", type=int, default=256, show_default=True)
 @click.option("--patches", type=int, default=100_000, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
-def main(data: Path, out: Path, image_size: int, patches: int, threads: int) -> None:
+@click.option("--trained", default=",".join(s.kind for s in all_specs() if s.trained), show_default=True,
+              help="Trained detectors to time ('' for none).")
+@click.option("--epochs", type=int, default=3, show_default=True, help="Epochs per trained detector.")
+def main(data: Path, out: Path, image_size: int, patches: int, threads: int, trained: str, epochs: int) -> None:
     torch.set_num_threads(threads)
     if not data.is_dir():
         print(f"{data} not found: benchmarking on a generated synthetic category", file=sys.stderr)
@@ -65,11 +84,17 @@ def main(data: Path, out: Path, image_size: int, patches: int, threads: int) -> 
         "extract_ms_per_image": round(1000 * extract_s / len(samples), 2),
         "coreset_patches": patches, "coreset_ratio": 0.1, "coreset_seconds": round(coreset_s, 2),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "trained": [trained_epochs(data, model, epochs, Path(tempfile.mkdtemp())) for model in trained.split(",")
+                    if model],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     for key, value in result.items():
-        print(f"{key:>22}: {value}")
+        if key != "trained":
+            print(f"{key:>22}: {value}")
+    for row in result["trained"]:
+        print(f"{row['model']:>22}: {row['seconds_per_epoch']} s/epoch at {'x'.join(map(str, row['input']))}x"
+              f"{row['channels']} on {row['train_images']} images, peak RSS {row['peak_rss_mb']} MB")
 
 
 if __name__ == "__main__":
