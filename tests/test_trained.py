@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -87,6 +88,17 @@ def test_sizes_the_network_cannot_take_are_rounded_with_a_warning(category: Path
     bundle = train(_options(category, tmp_path / "b", image_size="30x44", epochs=1), progress=False).bundle
     assert read_manifest(bundle)["network"]["input"]["size"] == [32, 48]
     assert "does not fit the network; using 32x48" in caplog.text
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_grey_and_colour_training_images_mix(tmp_path: Path, channels: int) -> None:
+    data = make_synthetic_category(tmp_path / "mixed", size=32, n_train=10, n_test_good=2, n_test_defect=2)
+    for path in sorted((data / "train" / "good").glob("*.png"))[::2]:
+        grey = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2GRAY)
+        cv2.imwrite(str(path), grey)
+    assert cv2.imread(str(next((data / "train" / "good").glob("000.png"))), cv2.IMREAD_UNCHANGED).ndim == 2
+    bundle = train(_options(data, tmp_path / "b", epochs=1, channels=channels), progress=False).bundle
+    assert read_manifest(bundle)["network"]["input"]["channels"] == channels
 
 
 def test_no_good_validation_images_falls_back_to_the_training_loss(tmp_path: Path, caplog) -> None:
