@@ -150,7 +150,7 @@ def test_parse_message_validates() -> None:
     assert parse_message([*parts, b"jpg"])[3] == b"jpg"
     status = parse_message([b"status.rt", json.dumps({"schema": STATUS_SCHEMA, "fps": 1.0}).encode()])
     assert status == ("status.rt", {"schema": STATUS_SCHEMA, "fps": 1.0}, None, None)
-    bad_schema = encode_json({**header, "schema": "linewatch.verdict/2"})
+    bad_schema = encode_json({**header, "schema": "linewatch.verdict/9"})
     for bad, match in [
         ([b"verdict.cam0"], "at least"),
         ([b"verdict.cam0", b"{not json", b""], "JSON"),

@@ -13,6 +13,9 @@ from linewatch.metrics.calibrate import ScoreNormalizer
 from linewatch.runtime.postprocess import Region
 
 VERDICT_SCHEMA = "linewatch.verdict/1"
+# Schemas subscribers read: /2 renames the latency stage `backbone` to `network` and adds optional
+# `defect_type` / `defect_similarity`; its required keys are those of /1, so readers take both.
+READABLE_VERDICT_SCHEMAS = ("linewatch.verdict/1", "linewatch.verdict/2")
 STATUS_SCHEMA = "linewatch.status/1"
 VERDICT_PREFIX = "verdict."
 STATUS_PREFIX = "status."
@@ -32,6 +35,7 @@ def build_header(
     *,
     seq: int | None,
     source: str,
+    runtime: str | None = None,
     frame: int,
     path: str | None,
     t_capture: float,
@@ -46,7 +50,8 @@ def build_header(
 ) -> dict[str, Any]:
     """Verdict header; ``seq``/``t_publish`` may be None because the publisher stamps them.
 
-    ``latency_ms`` gets a ``total`` (sum of the stages) when the caller did not measure one.
+    ``latency_ms`` gets a ``total`` (sum of the stages) when the caller did not measure one. ``runtime``
+    names the publishing runtime (as in ``status.<runtime>``), so subscribers can keep runtimes apart.
     """
     raw = float(raw_score)
     if not math.isfinite(raw):
@@ -57,6 +62,7 @@ def build_header(
         "schema": VERDICT_SCHEMA,
         "seq": seq,
         "source": source,
+        "runtime": runtime,
         "frame": int(frame),
         "path": path,
         "t_capture": float(t_capture),
@@ -82,8 +88,9 @@ def _check_header(topic: str, header: dict[str, Any], n_parts: int) -> bool:
         return False
     if not topic.startswith(VERDICT_PREFIX):
         raise ValueError(f"unknown topic {topic!r}; expected {VERDICT_PREFIX!r}* or {STATUS_PREFIX!r}*")
-    if schema != VERDICT_SCHEMA:
-        raise ValueError(f"verdict message on {topic!r} has schema {schema!r}; expected {VERDICT_SCHEMA!r}")
+    if schema not in READABLE_VERDICT_SCHEMAS:
+        raise ValueError(f"verdict message on {topic!r} has schema {schema!r}; expected one of "
+                         f"{', '.join(READABLE_VERDICT_SCHEMAS)}")
     if n_parts not in (3, 4):
         raise ValueError(f"verdict message must have 3 or 4 parts, got {n_parts}")
     missing = [key for key in _VERDICT_KEYS if key not in header]
