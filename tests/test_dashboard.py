@@ -222,4 +222,16 @@ def test_metrics_and_healthz(publisher: RawPublisher) -> None:
     assert samples[("linewatch_dashboard_rejected_messages_total", (("reason", "malformed"),))] == 1
     health_json = json.loads(health)
     assert health_status == 200 and health_json["status"] == "ok" and health_json["received"] == 8
-    assert health_json["runtimes_online"] == 1
+    assert (health_json["verdicts"], health_json["rejected"], health_json["runtimes_online"]) == (6, 1, 1)
+
+
+def test_a_backlog_does_not_starve_the_web_server(publisher: RawPublisher) -> None:
+    sent = 5_000
+    message = FACTORY.parts(0, "cam", 0, defect=False, runtime="line")
+    with ThreadedDashboard((publisher.endpoint,)) as dash:
+        publisher.wait_subscribed()
+        for seq in range(sent):  # queued much faster than the dashboard takes them
+            publisher.send([message[0], message[1].replace(b'"seq":0,', b'"seq":%d,' % seq, 1), message[2]])
+        status, _, body = dash.get("/healthz")
+        assert status == 200 and json.loads(body)["received"] < sent  # answered while the backlog is drained
+        wait_until(dash.state, lambda s: s["totals"]["frames"] == sent, timeout_s=60)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import cv2
 import numpy as np
 
 from linewatch.metrics.calibrate import ScoreNormalizer
@@ -25,14 +26,18 @@ class VerdictFactory:
     def __init__(self, map_size: int = 64, frame_size: int = 256, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
         self.frame_shape = (frame_size, frame_size)
-        good = rng.uniform(0.0, 0.6, (map_size, map_size)).astype(np.float32)
+        coarse = rng.uniform(0.0, 0.6, (8, 8)).astype(np.float32)  # smooth, like a real (blurred) anomaly map
+        good = cv2.resize(coarse, (map_size, map_size), interpolation=cv2.INTER_CUBIC).clip(0.0, 0.6)
         bad = good.copy()
         bad[map_size // 4 : map_size // 2, map_size // 3 : map_size // 2] = 1.8
         self.maps = {"ok": good, "defect": bad}
         self.heatmaps = {k: encode_heatmap(m, NORMALIZER) for k, m in self.maps.items()}
         self.regions = {k: find_regions(m, NORMALIZER.threshold, self.frame_shape, NORMALIZER)
                         for k, m in self.maps.items()}
-        image = rng.integers(60, 200, (*self.frame_shape, 3), dtype=np.uint8)
+        # A smooth part with mild sensor noise compresses like a real frame (pure noise would not).
+        ramp = np.linspace(70, 190, frame_size, dtype=np.float32)
+        image = (ramp[None, :, None] * 0.6 + ramp[:, None, None] * 0.4
+                 + rng.normal(0, 3, (*self.frame_shape, 3))).clip(0, 255).astype(np.uint8)
         self.frame = encode_frame_jpeg(image)
 
     def parts(self, seq: int, source: str, frame: int, defect: bool, *, runtime: str | None = None,

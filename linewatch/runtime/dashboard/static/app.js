@@ -15,7 +15,7 @@ function setKpis(t) {
   set("defects", fmt.int(t.defects));
   set("defect_rate", t.frames ? fmt.pct(t.defect_rate) : "–");
   set("fps", t.fps.toFixed(1));
-  set("latency", t.latency_ms.p50 === null ? "–" : `${fmt.ms(t.latency_ms.p50)} / ${fmt.ms(t.latency_ms.p95)} ms`);
+  set("latency", t.latency_ms.p50 === null ? "–" : `${fmt.ms(t.latency_ms.p50)} / ${fmt.ms(t.latency_ms.p95)}`);
   set("drops", fmt.int(t.drops));
   set("gaps", t.gaps ? `${fmt.int(t.gaps)} (${fmt.int(t.lost)})` : "0");
   set("errors", fmt.int(t.errors));
