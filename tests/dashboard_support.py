@@ -52,10 +52,11 @@ class ThreadedDashboard:
 
 
 class RawPublisher:
-    """An XPUB socket that sends any parts, after the dashboard's subscriptions have arrived."""
+    """An XPUB socket (with a context of its own) that sends any parts once the dashboard has subscribed."""
 
-    def __init__(self, context: zmq.Context) -> None:
-        self.socket = context.socket(zmq.XPUB)
+    def __init__(self) -> None:
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.XPUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, 100_000)
         self.socket.bind("tcp://127.0.0.1:*")
@@ -72,8 +73,12 @@ class RawPublisher:
     def send(self, parts: list[bytes]) -> None:
         self.socket.send_multipart(parts)
 
-    def close(self) -> None:
+    def __enter__(self) -> RawPublisher:
+        return self
+
+    def __exit__(self, *_: object) -> None:
         self.socket.close(linger=0)
+        self.context.term()
 
 
 def wait_until(probe: Callable[[], Any], check: Callable[[Any], bool], timeout_s: float = 10.0) -> Any:

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import zmq
 from dashboard_support import RawPublisher, find_chromium, wait_until
 from test_runtime import _bundle, category  # noqa: F401  (the runtime tests' synthetic category and bundle)
 
@@ -54,11 +53,8 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def foreign() -> Iterator[RawPublisher]:
-    context = zmq.Context()
-    pub = RawPublisher(context)
-    yield pub
-    pub.close()
-    context.term()
+    with RawPublisher() as pub:
+        yield pub
 
 
 def _start_dashboard(*connect: str) -> tuple[subprocess.Popen, str]:

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
-import zmq
 from click.testing import CliRunner
 from dashboard_support import RawPublisher, ThreadedDashboard, wait_until
 
@@ -23,11 +22,8 @@ ROUTES = ["/", "/static/app.js", "/api/state", "/metrics", "/healthz", "/image/1
 
 @pytest.fixture
 def publisher() -> Iterator[RawPublisher]:
-    context = zmq.Context()
-    pub = RawPublisher(context)
-    yield pub
-    pub.close()
-    context.term()
+    with RawPublisher() as pub:
+        yield pub
 
 
 async def _ws_first_message(url: str, **kwargs: object) -> dict:

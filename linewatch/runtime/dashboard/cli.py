@@ -50,7 +50,7 @@ async def serve(config: DashboardConfig) -> None:
 @click.option("--history", type=click.IntRange(1, 100_000), default=500,
               help="Verdicts kept per source for the timeline and latency figures, and defects in the log.")
 @click.option("--stale-after", type=click.FloatRange(0.1), default=5.0,
-              help="Seconds without a status message after which a runtime shows as offline.")
+              help="Seconds without a message (status or verdict) after which a runtime shows as offline.")
 @click.option("--refresh-ms", type=click.IntRange(50, 10_000), default=250,
               help="Interval of updates to each browser (images follow them, latest wins).")
 @click.option("-v", "--verbose", is_flag=True)

@@ -43,7 +43,7 @@ class DashboardCollector(Collector):
                                     labels=SOURCE_LABELS)
         source_errors = CounterMetricFamily("linewatch_source_errors", "Source errors (from the runtime status)",
                                             labels=SOURCE_LABELS)
-        up = GaugeMetricFamily("linewatch_runtime_up", "1 while the runtime's status is fresh, else 0",
+        up = GaugeMetricFamily("linewatch_runtime_up", "1 while the runtime was heard from within --stale-after",
                                labels=RUNTIME_LABELS)
         gaps = CounterMetricFamily("linewatch_sequence_gaps", "Forward jumps of the verdict seq",
                                    labels=RUNTIME_LABELS)

@@ -98,7 +98,7 @@ class RuntimeState:
         self.next_seq: int | None = None
         self.gaps = self.lost = self.restarts = 0
         self.status: dict[str, Any] | None = None
-        self.status_at: float | None = None  # monotonic time of the last status
+        self.last_seen: float | None = None  # monotonic time of its last message, status or verdict
         self.events: deque[dict[str, Any]] = deque(maxlen=50)
         self._seen_events: deque[tuple[Any, ...]] = deque(maxlen=100)
         self._restart_seen = False  # a seq restart that the next status's uptime will confirm
@@ -132,7 +132,7 @@ class RuntimeState:
                                   f"to {status['uptime_s']:.1f} s: runtime restarted")
             self.next_seq = status["published"]
         self._restart_seen = False
-        self.status, self.status_at = status, now
+        self.status, self.last_seen = status, now
         for event in status["events"]:
             key = (event["t"], event["kind"], event["source"], event["message"])
             if key not in self._seen_events:
@@ -140,7 +140,8 @@ class RuntimeState:
                 self.event(event["kind"], event["message"], event["source"], event["t"])
 
     def online(self, now: float, stale_after_s: float) -> bool:
-        return self.status_at is not None and now - self.status_at <= stale_after_s
+        """Heard from within ``stale_after_s``: a live runtime sends status every second even when idle."""
+        return self.last_seen is not None and now - self.last_seen <= stale_after_s
 
 
 class DashboardState:
@@ -221,6 +222,7 @@ class DashboardState:
         verdict = Verdict(self.version, time.time(), record, heatmap if image_type(heatmap) else None,
                           frame if image_type(frame) else None)
         runtime.observe_seq(record["seq"])
+        runtime.last_seen = now
         source.add(verdict, now)
         if "total" in record["latency_ms"]:
             self.latencies_ms.append(record["latency_ms"]["total"])

@@ -75,7 +75,7 @@ def source_view(source: SourceState, now: float) -> dict[str, Any]:
 
 def runtime_view(runtime: RuntimeState, now: float, stale_after_s: float) -> dict[str, Any]:
     status = runtime.status or {}
-    age = None if runtime.status_at is None else round(now - runtime.status_at, 1)
+    silent = None if runtime.last_seen is None else round(now - runtime.last_seen, 1)
     models = sorted({s.latest.record["model"] for s in runtime.sources.values() if s.latest})
     return {
         "id": runtime_id(runtime),
@@ -83,7 +83,7 @@ def runtime_view(runtime: RuntimeState, now: float, stale_after_s: float) -> dic
         "label": runtime.label,
         "endpoint": runtime.endpoint,
         "online": runtime.online(now, stale_after_s),
-        "status_age_s": age,
+        "silent_s": silent,
         "engine": status.get("engine"),
         "fps": status.get("fps"),
         "uptime_s": status.get("uptime_s"),

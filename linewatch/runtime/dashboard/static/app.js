@@ -124,7 +124,7 @@ function renderRuntimes() {
   if (!model.runtimes.length) return;
   box.replaceChildren(...model.runtimes.map((r) => {
     const badge = el("span", { class: `pill ${r.online ? "pill-ok" : "pill-off"}`,
-      text: r.online ? "online" : (r.status_age_s === null ? "no status" : `offline · ${formatSpan(r.status_age_s)} ago`) });
+      text: r.online ? "online" : `offline · silent ${formatSpan(r.silent_s)}` });
     const facts = el("dl", { class: "facts" });
     const fact = (k, v) => facts.append(el("dt", { text: k }), el("dd", { text: v }));
     fact("endpoint", r.endpoint);
@@ -197,9 +197,10 @@ function renderTimeline() {
 }
 
 function apply(msg) {
-  if (msg.type === "snapshot") {
-    model.sources.clear(); model.timeline.clear(); model.defects = [];
+  if (msg.type === "snapshot") { // ids are the server's: after a reconnect (maybe to a restarted server) start over
+    model.sources.clear(); model.timeline.clear(); model.defects = []; tiles.clear();
     $("defects").replaceChildren();
+    $("tiles").replaceChildren(el("p", { class: "empty", text: "Waiting for verdicts…" }));
   }
   Object.assign(model, { history: msg.history, time: msg.time, runtimes: msg.runtimes, fps: msg.fps });
   for (const s of msg.sources) model.sources.set(s.id, s);
