@@ -111,3 +111,10 @@ def test_headers_name_their_runtime_and_readers_take_schema_2() -> None:
         else:
             with pytest.raises(ValueError, match="schema"):
                 parse_message(raw)
+
+
+def test_bad_addresses_are_refused_with_a_clear_message() -> None:
+    result = CliRunner().invoke(main, ["--connect", "not-an-endpoint", "--http", "127.0.0.1:0"])
+    assert result.exit_code != 0 and "cannot connect to 'not-an-endpoint'" in result.output
+    result = CliRunner().invoke(main, ["--http", "127.0.0.1:http"])
+    assert result.exit_code != 0 and "is not HOST:PORT" in result.output

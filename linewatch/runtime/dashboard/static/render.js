@@ -16,8 +16,8 @@ function buildLut() {
     const [v1, c1] = STOPS[k];
     const f = Math.min(1, Math.max(0, (v - v0) / (v1 - v0)));
     for (let c = 0; c < 3; c++) lut[i * 4 + c] = c0[c] + f * (c1[c] - c0[c]);
-    // On a frame, good areas stay clear and the map fades in towards the threshold (128 = 0.5).
-    lut[i * 4 + 3] = 255 * Math.min(0.8, Math.max(0, (v - 0.25) / 0.3));
+    // On a frame, good areas stay clear and the map fades in just below the threshold (128 = 0.5).
+    lut[i * 4 + 3] = 255 * 0.75 * Math.min(1, Math.max(0, (v - 0.35) / 0.25));
   }
   return lut;
 }
