@@ -40,7 +40,7 @@ class ThreadedDashboard:
         """(status, headers, body) of a real HTTP request; error statuses are returned, not raised."""
         request = urllib.request.Request(self.url.rstrip("/") + path, headers=headers or {}, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers), exc.read()
