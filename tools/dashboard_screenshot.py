@@ -1,19 +1,22 @@
 """Screenshot of `inspect-dashboard` during a real `inspect-run` (the README's picture).
 
-Starts the dashboard, a runtime streaming --data with frames from two "stations" (every image whose
-index ends in an even digit, and every one ending in an odd digit), opens the page in headless Chromium
-and takes the screenshot once --at of the frames are in, while the run is still going. The PNG is
-reduced to a 256-colour palette so it stays small enough for the repository.
+Starts the dashboard and a runtime streaming the images of --data with frames from two "stations",
+in a seeded random order (as parts come down a line: good and defective mixed; the stations read
+folders of links to the real files), opens the page in headless Chromium and takes the screenshot once
+--at of the frames are in, while the run is still going. The PNG is reduced to a 256-colour palette so
+it stays small enough for the repository.
 
   .venv/bin/python tools/dashboard_screenshot.py --bundle runs/b --data ../shared/data/mvtec_ad/bottle/test
 """
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,14 +41,21 @@ def _dashboard(endpoint: str) -> tuple[subprocess.Popen, str]:
               help="A test folder with one sub-folder per kind (MVTec layout).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("docs/dashboard.png"), show_default=True)
 @click.option("--port", type=int, default=5571, show_default=True, help="Loopback port of the verdict stream.")
-@click.option("--at", "fraction", type=click.FloatRange(0.1, 1.0), default=0.8, show_default=True,
+@click.option("--at", "fraction", type=click.FloatRange(0.1, 1.0), default=0.6, show_default=True,
               help="Fraction of the frames published when the screenshot is taken.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the order the images come in.")
 @click.option("--chromium", default=shutil.which("chromium") or "chromium", show_default=True)
-def main(bundle: Path, data: Path, out: Path, port: int, fraction: float, chromium: str) -> None:
+def main(bundle: Path, data: Path, out: Path, port: int, fraction: float, seed: int, chromium: str) -> None:
     from playwright.sync_api import sync_playwright
 
     endpoint = f"tcp://127.0.0.1:{port}"
-    total = len(list(data.glob("*/*.png")))
+    images = sorted(data.glob("*/*.png"))
+    random.Random(seed).shuffle(images)
+    stations = Path(tempfile.mkdtemp(prefix="linewatch-stations-"))
+    for index, image in enumerate(images):
+        station = stations / f"station-{index % 2 + 1}"
+        station.mkdir(exist_ok=True)
+        (station / f"{index:04d}_{image.parent.name}_{image.name}").symlink_to(image.resolve())
     dashboard, url = _dashboard(endpoint)
     run = None
     try:
@@ -54,14 +64,13 @@ def main(bundle: Path, data: Path, out: Path, port: int, fraction: float, chromi
             page = browser.new_page(viewport={"width": 1440, "height": 1020})
             page.goto(url)
             page.wait_for_selector('#conn[data-state="live"]')
-            run = subprocess.Popen([str(BIN / "inspect-run"), "--bundle", str(bundle),
-                                    "--source", f"station-1={data}/*/*[02468].png",
-                                    "--source", f"station-2={data}/*/*[13579].png", "--publish", endpoint,
-                                    "--send-frames", "--wait-subscribers", "1", "--batch", "1",
-                                    "--name", "bottle-line"])
+            run = subprocess.Popen([str(BIN / "inspect-run"), "--bundle", str(bundle), "--name", "bottle-line",
+                                    "--source", str(stations / "station-1"), "--source", str(stations / "station-2"),
+                                    "--publish", endpoint, "--send-frames", "--wait-subscribers", "1",
+                                    "--batch", "1", "--queue-size", "2"])
             frames = page.locator('[data-kpi="frames"]')
             deadline = time.monotonic() + 300
-            while int(frames.inner_text().replace(",", "")) < fraction * total and time.monotonic() < deadline:
+            while int(frames.inner_text().replace(",", "")) < fraction * len(images) and time.monotonic() < deadline:
                 time.sleep(0.05)
             time.sleep(0.3)  # let the tiles finish drawing the newest images
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +82,7 @@ def main(bundle: Path, data: Path, out: Path, port: int, fraction: float, chromi
             run.terminate()
         dashboard.terminate()
         dashboard.wait(timeout=10)
+        shutil.rmtree(stations)
     image = Image.open(out).convert("RGB")
     image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
     click.echo(f"wrote {out}: {image.width}x{image.height} px, {out.stat().st_size / 1024:.0f} KB")

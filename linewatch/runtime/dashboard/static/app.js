@@ -15,7 +15,7 @@ function setKpis(t) {
   set("defects", fmt.int(t.defects));
   set("defect_rate", t.frames ? fmt.pct(t.defect_rate) : "–");
   set("fps", t.fps.toFixed(1));
-  set("latency", t.latency_ms.p50 === null ? "–" : `${fmt.ms(t.latency_ms.p50)} / ${fmt.ms(t.latency_ms.p95)}`);
+  set("latency", fmt.latency(t.latency_ms.p50, t.latency_ms.p95));
   set("drops", fmt.int(t.drops));
   set("gaps", t.gaps ? `${fmt.int(t.gaps)} (${fmt.int(t.lost)})` : "0");
   set("errors", fmt.int(t.errors));
@@ -185,9 +185,10 @@ function renderTimeline() {
   const series = [];
   let i = 0;
   const legend = [];
-  for (const [id, points] of model.timeline) {
-    const s = model.sources.get(id);
-    if (!s) continue;
+  const ordered = [...model.timeline].filter(([id]) => model.sources.has(id))
+    .map(([id, points]) => [model.sources.get(id), points])
+    .sort(([a], [b]) => (`${a.runtime}\u0000${a.name}` < `${b.runtime}\u0000${b.name}` ? -1 : 1));
+  for (const [s, points] of ordered) {
     const colour = PALETTE[i++ % PALETTE.length];
     series.push({ colour, points });
     legend.push(el("span", { class: "key" }, swatch(colour), el("span", { text: `${s.runtime} / ${s.name}` })));

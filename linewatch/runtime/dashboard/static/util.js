@@ -24,5 +24,8 @@ export const fmt = {
   score: (s) => (s === null || s === undefined ? "–" : s.toFixed(3)),
   pct: (r) => `${(100 * r).toFixed(1)} %`,
   ms: (v) => (v === null || v === undefined ? "–" : v < 10 ? v.toFixed(1) : Math.round(v).toString()),
+  // A pair of latencies in one unit: ms below 10 s, else seconds.
+  latency: (a, b) => (a === null || a === undefined ? "–"
+    : Math.max(a, b) < 10000 ? `${fmt.ms(a)} / ${fmt.ms(b)} ms` : `${(a / 1000).toFixed(1)} / ${(b / 1000).toFixed(1)} s`),
   time: (t) => new Date(t * 1000).toLocaleTimeString("en-GB"),
 };
