@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -223,3 +228,18 @@ def test_a_backlog_does_not_starve_the_web_server(publisher: RawPublisher) -> No
         status, _, body = dash.get("/healthz")
         assert status == 200 and json.loads(body)["received"] < sent  # answered while the backlog is drained
         wait_until(dash.state, lambda s: s["totals"]["frames"] == sent, timeout_s=60)
+
+
+def test_the_page_ships_in_the_wheel(tmp_path: Path) -> None:
+    """A non-editable install must carry the static page (package data), not only the Python modules."""
+    root = Path(__file__).resolve().parents[1]
+    source = tmp_path / "src"
+    shutil.copytree(root / "linewatch", source / "linewatch", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(source),
+                    "-w", str(tmp_path / "wheel")], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "wheel").glob("linewatch-*.whl")
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if "/dashboard/static/" in name}
+    static = root / "linewatch" / "runtime" / "dashboard" / "static"
+    assert shipped == {f"linewatch/runtime/dashboard/static/{p.name}" for p in static.iterdir()}
