@@ -61,7 +61,7 @@ def main(bundle: Path, data: Path, out: Path, port: int, fraction: float, seed: 
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium)
-            page = browser.new_page(viewport={"width": 1440, "height": 1020})
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
             page.goto(url)
             page.wait_for_selector('#conn[data-state="live"]')
             run = subprocess.Popen([str(BIN / "inspect-run"), "--bundle", str(bundle), "--name", "bottle-line",
@@ -74,7 +74,7 @@ def main(bundle: Path, data: Path, out: Path, port: int, fraction: float, seed: 
                 time.sleep(0.05)
             time.sleep(0.3)  # let the tiles finish drawing the newest images
             out.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(out))
+            page.screenshot(path=str(out), full_page=True)
             browser.close()
         run.wait(timeout=300)
     finally:

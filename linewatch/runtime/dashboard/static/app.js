@@ -56,6 +56,7 @@ function redraw(tile) {
 }
 
 // Latest wins: at most one load per tile in flight; when it ends, the newest wanted verdict is loaded next.
+// The tile's badge, score and type change with its picture, so what it shows is always one verdict.
 async function pump(tile) {
   if (tile.loading) return;
   tile.loading = true;
@@ -71,10 +72,22 @@ async function pump(tile) {
       Object.assign(tile, { heat: null, frame: null }); // already left the server's bounded history
     }
     tile.shown = v;
+    showVerdict(tile, v);
     redraw(tile);
     tile.canvas.dataset.verdictId = String(v.id);
   }
   tile.loading = false;
+}
+
+function showVerdict(tile, v) {
+  const defect = v.verdict === "defect";
+  tile.badge.textContent = defect ? "DEFECT" : "OK";
+  tile.badge.className = `badge ${defect ? "badge-bad" : "badge-good"}`;
+  tile.root.classList.toggle("is-defect", defect);
+  tile.score.textContent = fmt.score(v.score);
+  tile.meta.textContent = `score · frame ${v.frame}`;
+  tile.type.textContent = v.defect_type ? `type: ${v.defect_type}` : "";
+  tile.type.hidden = !v.defect_type;
 }
 
 function stat(dl, key, label, value, cls = "") {
@@ -98,17 +111,7 @@ function updateTile(source, runtimeOnline) {
   tile.root.classList.toggle("offline", !runtimeOnline);
   tile.state.textContent = runtimeOnline ? (st.state || "") : "runtime offline";
   tile.state.hidden = !tile.state.textContent || (runtimeOnline && ["running", "watching"].includes(st.state));
-  if (v) {
-    const defect = v.verdict === "defect";
-    tile.badge.textContent = defect ? "DEFECT" : "OK";
-    tile.badge.className = `badge ${defect ? "badge-bad" : "badge-good"}`;
-    tile.root.classList.toggle("is-defect", defect);
-    tile.score.textContent = fmt.score(v.score);
-    tile.meta.textContent = `score · frame ${v.frame}`;
-    tile.type.textContent = v.defect_type ? `type: ${v.defect_type}` : "";
-    tile.type.hidden = !v.defect_type;
-    if (!tile.wanted || tile.wanted.id !== v.id) { tile.wanted = v; pump(tile); }
-  }
+  if (v && (!tile.wanted || tile.wanted.id !== v.id)) { tile.wanted = v; pump(tile); }
   tile.stats.replaceChildren();
   stat(tile.stats, "frames", "frames", fmt.int(source.frames));
   stat(tile.stats, "defects", "defects", fmt.int(source.defects), source.defects ? "bad" : "");
