@@ -57,6 +57,10 @@ def main(out: Path, port: int) -> None:
     click.echo(f"  image AUROC {metrics['image_auroc']:.3f}, pixel AUROC {metrics['pixel_auroc']:.3f}, "
                f"PRO {metrics['pro']:.3f}; runtime {summary['fps']:.1f} fps, p50 latency "
                f"{summary['latency_ms']['p50']:.1f} ms")
+    venv = BIN.relative_to(Path.cwd()) if BIN.is_relative_to(Path.cwd()) else BIN
+    click.echo("\nwatch the stream live in a browser (two terminals; then open http://127.0.0.1:8080/):")
+    click.echo(f"  {venv / 'inspect-dashboard'} --connect {address}")
+    click.echo(f"  {venv / 'inspect-run'} --bundle {bundle} --source {data / 'test'} --publish {address} --send-frames")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ def build_header(
     *,
     seq: int | None,
     source: str,
+    runtime: str | None = None,
     frame: int,
     path: str | None,
     t_capture: float,
@@ -48,7 +49,8 @@ def build_header(
 ) -> dict[str, Any]:
     """Verdict header; ``seq``/``t_publish`` may be None because the publisher stamps them.
 
-    ``latency_ms`` gets a ``total`` (sum of the stages) when the caller did not measure one.
+    ``latency_ms`` gets a ``total`` (sum of the stages) when the caller did not measure one. ``runtime``
+    names the publishing runtime (as in ``status.<runtime>``), so subscribers can keep runtimes apart.
     """
     raw = float(raw_score)
     if not math.isfinite(raw):
@@ -59,6 +61,7 @@ def build_header(
         "schema": VERDICT_SCHEMA,
         "seq": seq,
         "source": source,
+        "runtime": runtime,
         "frame": int(frame),
         "path": path,
         "t_capture": float(t_capture),

@@ -168,6 +168,7 @@ class Runtime:
         stages = {"decode": frame.decode_ms, **shared, "postprocess": maps_ms + 1000 * (t1 - t0)}
         end_to_end = {**stages, "total": 1000 * (time.time() - frame.t_capture)}
         header = build_header(
+            runtime=self.options.runtime_name,
             seq=None, source=frame.source, frame=frame.index, path=frame.path, t_capture=frame.t_capture,
             t_publish=None, raw_score=raw, normalizer=self.inspector.normalizer, model=self.inspector.model_id,
             latency_ms=end_to_end, heatmap_meta=heatmap_meta, regions=regions, frame_shape=frame.image.shape,
