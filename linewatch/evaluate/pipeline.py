@@ -93,8 +93,10 @@ def _example_items(chosen: list[Scored], size: tuple[int, int], threshold: float
 
 def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps: bool = False,
              batch_size: int = 8, device: str = "cpu", progress: bool = True,
-             splits_file: Path | None = None) -> dict[str, Any]:
-    """Run the evaluation and write metrics.json, scores.csv, plots (and maps); return the metrics."""
+             splits_file: Path | None = None, plots: bool = True) -> dict[str, Any]:
+    """Run the evaluation and write metrics.json, scores.csv, plots (and maps); return the metrics.
+
+    `plots=False` skips the PNGs (benchmark grids draw their own, across detectors)."""
     reset_peak_rss()
     start = time.perf_counter()
     inspector = Inspector.from_bundle(bundle, device=device)
@@ -167,17 +169,12 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "score"])
         writer.writerows([s.sample.rel, s.sample.label, f"{s.score:.9g}"] for s in scored)
-    if both:
-        report.plot_roc(labels, scores, out / "roc.png")
-        report.plot_pr(labels, scores, out / "pr.png")
-    report.plot_score_histogram(labels, scores, threshold, out / "score_histogram.png")
     if has_pixels:
-        report.plot_pro(fpr, pro, out / "pro.png")
         grid = np.linspace(0.0, 0.3, 301)
         np.savetxt(out / PRO_CURVE, np.column_stack((grid, np.interp(grid, fpr, pro))), fmt="%.6g",
                    delimiter=",", header="fpr,pro", comments="")
-    chosen = _pick_examples(scored, threshold)
-    report.plot_examples(_example_items(chosen, inspector.image_size, threshold), out / "examples.png")
+    if plots:
+        _plots(out, scored, labels, scores, threshold, (fpr, pro) if has_pixels else None, inspector.image_size)
     return metrics
 
 
@@ -194,3 +191,14 @@ def _feature_types(inspector: Inspector, category: Category, splits_file: Path |
     return defect_types.classify([s.sample for s in scored], [s.small_map for s in scored],
                                  [s.score >= threshold for s in scored], references, list(np.concatenate(ref_maps)),
                                  float(inspector.map_normalizer.threshold))
+
+
+def _plots(out: Path, scored: list[Scored], labels: np.ndarray, scores: np.ndarray, threshold: float,
+           pro: tuple[np.ndarray, np.ndarray] | None, size: tuple[int, int]) -> None:
+    if 0 < labels.sum() < len(labels):
+        report.plot_roc(labels, scores, out / "roc.png")
+        report.plot_pr(labels, scores, out / "pr.png")
+    report.plot_score_histogram(labels, scores, threshold, out / "score_histogram.png")
+    if pro is not None:
+        report.plot_pro(*pro, out / "pro.png")
+    report.plot_examples(_example_items(_pick_examples(scored, threshold), size, threshold), out / "examples.png")
