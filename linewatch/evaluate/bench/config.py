@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from linewatch.config import ConfigError, resolve
+from linewatch.config import ConfigError, read_yaml_mapping, resolve
 from linewatch.models.registry import DETECTOR_KINDS
 from linewatch.train.options import options_for
 
@@ -166,14 +164,7 @@ def _global(path: Path, raw: Any, config_settings: tuple[str, ...], categories: 
 def load_config(path: Path) -> BenchConfig:
     """Read and validate a bench YAML file (see configs/bench-*.yaml)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"bench config not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise _fail(path, f"not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise _fail(path, "expected a mapping")
+    raw = read_yaml_mapping(path)
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise _fail(path, f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(TOP_KEYS))}")

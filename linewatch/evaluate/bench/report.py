@@ -37,7 +37,7 @@ def _jsonable(summary: dict[str, Any]) -> dict[str, Any]:
 def _html_table(table: Table) -> str:
     title, header, body = table
     if not body:
-        return f"<h3>{html.escape(title)}</h3><p>(no finished cells yet)</p>"
+        return f"<h3>{html.escape(title)}</h3><p>(nothing to show yet)</p>"
 
     def cell(text: str) -> str:
         css = ' class="missed"' if text.startswith("MISSED") else ' class="met"' if text == "met" else ""
@@ -56,7 +56,7 @@ def _img(path: Path, alt: str) -> str:
 def _intro(config: BenchConfig, results: list[dict[str, Any]], cells: list[dict[str, Any]],
            wall_s: float | None) -> list[str]:
     finished = sum(r.get("status") == "ok" for r in results)
-    lines = [f"Grid `{config.path}`: {len(config.categories)} categories x {len(config.detectors)} detectors x "
+    lines = [f"Grid {config.path}: {len(config.categories)} categories x {len(config.detectors)} detectors x "
              f"settings {', '.join(config.settings)}; split seed {config.split_seed}, shift seed {config.shift_seed}"
              f"{' with vignetting' if config.vignetting else ''}. {finished} of {len(cells)} cells finished.",
              "Settings: clean = train-clean / val-clean / test-clean; shift = the clean model and its val-clean "

@@ -107,4 +107,4 @@ def markdown(table: Table) -> str:
     title, header, body = table
     lines = [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}"]
     lines += [f"| {' | '.join(row)} |" for row in body]
-    return "\n".join(lines) if body else "(no finished cells yet)"
+    return "\n".join(lines) if body else "(nothing to show yet)"
