@@ -113,3 +113,20 @@ def test_refuses_a_foreign_non_empty_folder(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "refusing" in result.output
     result = CliRunner().invoke(main, ["--data", str(source), "--out", str(source), "--quiet"])
     assert result.exit_code != 0 and "input category" in result.output
+
+
+def test_an_interrupted_shift_continues_to_the_same_files(tmp_path: Path) -> None:
+    source = _category(tmp_path / "src", grey=False)
+    shift_category(source, tmp_path / "fresh", seed=2, progress=False)
+    shift_category(source, tmp_path / "resumed", seed=2, progress=False)
+    log = json.loads((tmp_path / "resumed" / "shift.json").read_text())
+    (tmp_path / "resumed" / "shift.json").write_text(json.dumps({**log, "complete": False}))  # killed midway
+    (tmp_path / "resumed" / "test/spot/001.png").unlink()
+    (tmp_path / "resumed" / "train/good/002.png").unlink()
+    assert not is_shifted(tmp_path / "resumed", source, 2, False)
+    shift_category(source, tmp_path / "resumed", seed=2, progress=False)
+    assert is_shifted(tmp_path / "resumed", source, 2, False)
+    for path in (tmp_path / "fresh").rglob("*.png"):
+        assert path.read_bytes() == (tmp_path / "resumed" / path.relative_to(tmp_path / "fresh")).read_bytes()
+    shift_category(source, tmp_path / "resumed", seed=3, progress=False)  # other settings: everything redone
+    assert json.loads((tmp_path / "resumed" / "shift.json").read_text())["seed"] == 3

@@ -126,6 +126,7 @@ def photometric(image: np.ndarray, params: dict[str, Any], grey: bool) -> np.nda
 
 
 def _write(path: Path, image: np.ndarray) -> None:
+    """Encode next to the target, then rename: a killed run never leaves a half-written image behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     data = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
@@ -133,41 +134,58 @@ def _write(path: Path, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(suffix, data, params)
     if not ok:
         raise DataError(f"{path}: OpenCV cannot encode {suffix} images")
-    encoded.tofile(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    encoded.tofile(tmp)
+    tmp.replace(path)
 
 
 def shift_sample(sample: Sample, category: Category, out: Path, seed: int, ranges: ShiftRanges,
                  vignetting: bool) -> tuple[str, dict[str, Any]]:
-    """Transform one image (and its mask) into `out`; return its relative path and parameters."""
+    """Transform one image (and its mask) into `out`; return its relative path and parameters.
+
+    Files already there (from an interrupted run with the same settings) are kept: the draw is the same.
+    """
     image = read_image(sample.path)
     size = image.shape[:2]
     rng = np.random.default_rng([seed, zlib.crc32(sample.rel.encode())])
     params = draw_params(rng, size, ranges, vignetting)
     grey = bool((image[:, :, 0] == image[:, :, 1]).all() and (image[:, :, 1] == image[:, :, 2]).all())
     params["grey"] = grey
+    rel_mask = sample.mask.relative_to(category.root).with_suffix(".png") if sample.mask is not None else None
+    if rel_mask is not None:
+        params["mask"] = rel_mask.as_posix()
+    if (out / sample.rel).is_file() and (rel_mask is None or (out / rel_mask).is_file()):
+        return sample.rel, params
     matrix = affine_matrix(params, size)
+    if rel_mask is not None:
+        mask = read_mask(sample.mask, size).astype(np.uint8) * 255
+        _write(out / rel_mask, np.where(warp(mask, matrix, nearest=True) > 127, 255, 0).astype(np.uint8))
     shifted = photometric(warp(image, matrix), params, grey)
     _write(out / sample.rel, shifted[:, :, 0] if grey else shifted)
-    if sample.mask is not None:
-        mask = read_mask(sample.mask, size).astype(np.uint8) * 255
-        moved = np.where(warp(mask, matrix, nearest=True) > 127, 255, 0).astype(np.uint8)
-        rel_mask = sample.mask.relative_to(category.root).with_suffix(".png")
-        _write(out / rel_mask, moved)
-        params["mask"] = rel_mask.as_posix()
     return sample.rel, params
 
 
-def _prepare(out: Path, source: Path) -> None:
-    """An empty folder or an earlier shift's output (replaced); anything else is refused."""
+def _settings(source: Path, seed: int, vignetting: bool, ranges: ShiftRanges) -> dict[str, Any]:
+    return json.loads(json.dumps({"schema": SCHEMA, "source": str(source.resolve()), "seed": seed,
+                                  "vignetting": vignetting, "ranges": asdict(ranges), "border": BORDER,
+                                  "jpeg_quality": JPEG_QUALITY}))
+
+
+def _prepare(out: Path, source: Path, settings: dict[str, Any]) -> None:
+    """An empty folder, an interrupted shift with the same settings (continued), or an earlier shift output
+    (replaced); anything else is refused."""
     if out.resolve() == source.resolve():
         raise DataError(f"{out}: the output folder is the input category")
     if out.exists() and any(out.iterdir()):
-        if not (out / LOG).is_file():
-            raise DataError(f"{out}: folder is not empty and holds no {LOG}; refusing to write into it")
-        for sub in ("train", "test", "ground_truth"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        (out / LOG).unlink()
+        try:
+            log = json.loads((out / LOG).read_text())
+        except (OSError, ValueError):
+            raise DataError(f"{out}: folder is not empty and holds no {LOG}; refusing to write into it") from None
+        if log.get("complete") or any(log.get(key) != value for key, value in settings.items()):
+            for sub in ("train", "test", "ground_truth"):
+                shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
+    (out / LOG).write_text(json.dumps({**settings, "complete": False}, indent=1) + "\n")
 
 
 def is_shifted(out: Path, data: Path, seed: int, vignetting: bool) -> bool:
@@ -176,9 +194,8 @@ def is_shifted(out: Path, data: Path, seed: int, vignetting: bool) -> bool:
         log = json.loads((Path(out) / LOG).read_text())
     except (OSError, ValueError):
         return False
-    return (log.get("complete") is True and log.get("seed") == seed and log.get("vignetting") == vignetting
-            and log.get("source") == str(Path(data).resolve())
-            and log.get("ranges") == json.loads(json.dumps(asdict(ShiftRanges()))))
+    settings = _settings(Path(data), seed, vignetting, ShiftRanges())
+    return log.get("complete") is True and all(log.get(key) == value for key, value in settings.items())
 
 
 def shift_category(data: Path, out: Path, seed: int = 0, vignetting: bool = False,
@@ -187,7 +204,8 @@ def shift_category(data: Path, out: Path, seed: int = 0, vignetting: bool = Fals
     ranges = ranges or ShiftRanges()
     category = scan_category(data)
     out = Path(out)
-    _prepare(out, category.root)
+    settings = _settings(category.root, seed, vignetting, ranges)
+    _prepare(out, category.root, settings)
     samples = [*category.train, *category.test]
     bars = Bars(progress)
     step = bars(len(samples), f"shift {category.name}")
@@ -200,9 +218,7 @@ def shift_category(data: Path, out: Path, seed: int = 0, vignetting: bool = Fals
     with ThreadPoolExecutor(max_workers=workers) as pool:
         images = dict(pool.map(one, samples))
     bars.close()
-    log = {"schema": SCHEMA, "source": str(category.root.resolve()), "seed": seed, "vignetting": vignetting,
-           "ranges": asdict(ranges), "border": BORDER, "jpeg_quality": JPEG_QUALITY, "images": images,
-           "complete": True}
+    log = {**settings, "images": images, "complete": True}
     tmp = out / (LOG + ".tmp")
     tmp.write_text(json.dumps(log, indent=1) + "\n")
     tmp.replace(out / LOG)
