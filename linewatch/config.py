@@ -85,8 +85,8 @@ def _bounds(where: str, option: Option, value: Any) -> None:
         raise ConfigError(f"{where}: {value!r} is above the maximum {option.maximum}")
 
 
-def read_config_file(path: Path, options: Mapping[str, Option]) -> dict[str, Any]:
-    """Parse a YAML mapping and reject keys the command does not know."""
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping; a missing file, bad YAML or another type stops with the path."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -96,6 +96,12 @@ def read_config_file(path: Path, options: Mapping[str, Option]) -> dict[str, Any
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values")
+    return data
+
+
+def read_config_file(path: Path, options: Mapping[str, Option]) -> dict[str, Any]:
+    """Parse a YAML mapping and reject keys the command does not know."""
+    data = read_yaml_mapping(path)
     normalized = {str(k).replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(normalized) - set(options))
     if unknown:

@@ -49,11 +49,17 @@ def score_outputs(
 
 def predict_samples(
     network: NetworkFn, detector: Detector, samples: Sequence[Sample], preprocessor: Preprocessor, sigma: float,
-    batch_size: int, step: Callable[[int], None] | None = None,
+    batch_size: int, step: Callable[[int], None] | None = None, timings: dict[str, float] | None = None,
 ) -> Iterator[tuple[list[Sample], list[np.ndarray], Prediction]]:
-    """Score samples batch by batch (original images come along for full-resolution metrics)."""
+    """Score samples batch by batch (original images come along for full-resolution metrics).
+
+    `timings`, when given, accumulates `inference`: ms spent in the network and scoring (not decoding).
+    """
     for batch in iter_batches(samples, preprocessor, batch_size):
-        outputs = network(batch.inputs)
-        yield batch.samples, batch.images, score_outputs(detector, outputs, preprocessor.size, sigma)
+        start = time.perf_counter()
+        prediction = score_outputs(detector, network(batch.inputs), preprocessor.size, sigma)
+        if timings is not None:
+            timings["inference"] = timings.get("inference", 0.0) + 1000 * (time.perf_counter() - start)
+        yield batch.samples, batch.images, prediction
         if step:
             step(len(batch.samples))

@@ -219,9 +219,18 @@ def test_metrics_and_healthz(publisher: RawPublisher) -> None:
 
 
 def test_a_backlog_does_not_starve_the_web_server(publisher: RawPublisher) -> None:
-    sent = 5_000
+    """A consumer slowed to 4 ms per message makes the backlog last seconds on any machine, so the answer
+    can only arrive mid-drain if the receive loop yields to the web server (it did not, before the fix)."""
+    sent, per_message_s = 1_000, 0.004
     message = FACTORY.parts(0, "cam", 0, defect=False, runtime="line")
     with ThreadedDashboard((publisher.endpoint,)) as dash:
+        ingest = dash.dashboard.state.ingest
+
+        def slow_ingest(endpoint: str, parts: list[bytes]) -> None:
+            time.sleep(per_message_s)
+            ingest(endpoint, parts)
+
+        dash.dashboard.state.ingest = slow_ingest
         publisher.wait_subscribed()
         for seq in range(sent):  # queued much faster than the dashboard takes them
             publisher.send([message[0], message[1].replace(b'"seq":0,', b'"seq":%d,' % seq, 1), message[2]])

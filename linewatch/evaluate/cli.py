@@ -19,21 +19,25 @@ def _fmt(value: object) -> str:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Report directory to write.")
 @click.option("--split", type=click.Choice(["test", "all"]), default="test",
               help="test: the bundle's seeded test-clean split; all: every image under test/.")
+@click.option("--splits", "splits_file", type=click.Path(path_type=Path),
+              help="A splits.json whose test (and val) lists to use instead of the bundle's, resolved in --data by "
+                   "relative path (a model trained on pooled categories, evaluated per category).")
 @click.option("--save-maps", is_flag=True, help="Write one float32 .npy anomaly map per image (original size).")
 @click.option("--batch-size", type=int, default=8)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
-def main(bundle: Path, data: Path, out: Path, split: str, save_maps: bool, batch_size: int, device: str,
-         quiet: bool, verbose: bool) -> None:
+def main(bundle: Path, data: Path, out: Path, split: str, splits_file: Path | None, save_maps: bool,
+         batch_size: int, device: str, quiet: bool, verbose: bool) -> None:
     """Evaluate a bundle on a category: metrics.json, scores.csv, plots, maps/."""
     from linewatch.evaluate.pipeline import evaluate
 
     setup_logging(verbose)
     metrics = evaluate(bundle, data, out, split=split, save_maps=save_maps, batch_size=batch_size,
-                       device=device, progress=not quiet)
+                       device=device, progress=not quiet, splits_file=splits_file)
     keys = ("image_auroc", "image_auprc", "pixel_auroc", "pro", "f1", "precision", "recall", "accuracy")
-    click.echo(f"{metrics['images']} images ({metrics['defective']} defective), {metrics['ms_per_image']} ms/image")
+    click.echo(f"{metrics['images']} images ({metrics['defective']} defective), {metrics['ms_per_image']} ms/image "
+               f"({metrics['inference_ms_per_image']} in network + scoring), peak memory {metrics['peak_rss_mb']} MiB")
     click.echo("  " + "  ".join(f"{k}={_fmt(metrics[k])}" for k in keys))
     click.echo(f"report: {out}")

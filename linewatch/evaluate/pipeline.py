@@ -12,15 +12,17 @@ from typing import Any
 import numpy as np
 
 from linewatch.data import Category, DataError, Sample, Splits, read_image, read_mask, scan_category
-from linewatch.evaluate import report
+from linewatch.evaluate import defect_types, report
 from linewatch.evaluate.report import ExampleItem
 from linewatch.inspector import Inspector
 from linewatch.metrics import auprc, auroc, classification_report, pixel_auroc, pro_area, pro_curve
 from linewatch.models.anomaly_map import resize_map
 from linewatch.progress import Bars
+from linewatch.resources import peak_rss_mb, reset_peak_rss
 from linewatch.scoring import predict_samples
 
 EXAMPLES = 12
+PRO_CURVE = "pro_curve.csv"
 
 
 @dataclass
@@ -30,17 +32,35 @@ class Scored:
     small_map: np.ndarray  # at the model's input size, for the example grid
 
 
-def select_samples(category: Category, bundle: Path, split: str) -> list[Sample]:
-    """`test`: the bundle's seeded test-clean split of this category; `all`: every image under test/."""
+def _splits(category: Category, bundle: Path, splits_file: Path | None) -> Splits:
+    """The split listed in `splits_file` (default: the bundle's splits.json), resolved in `category` by rel path."""
+    path = Path(splits_file) if splits_file else Path(bundle) / "splits.json"
+    if not path.is_file():
+        raise DataError(f"{path} is missing, so test-clean is unknown; use --split all")
+    try:
+        return Splits.load(path, category)
+    except DataError as exc:
+        raise DataError(f"{exc} (the bundle was trained on other data? use --split all or --splits)") from exc
+
+
+def select_samples(category: Category, bundle: Path, split: str, splits_file: Path | None = None) -> list[Sample]:
+    """`test`: the seeded test-clean split of this category; `all`: every image under test/."""
     if split == "all":
         return list(category.test)
-    splits_file = Path(bundle) / "splits.json"
-    if not splits_file.is_file():
-        raise DataError(f"{splits_file} is missing, so test-clean is unknown; use --split all")
-    try:
-        return list(Splits.load(splits_file, category).test)
-    except DataError as exc:
-        raise DataError(f"{exc} (the bundle was trained on other data? use --split all)") from exc
+    return list(_splits(category, bundle, splits_file).test)
+
+
+def reference_defects(inspector: Inspector, category: Category, splits_file: Path | None) -> list[Sample]:
+    """The split's labelled val defects, from the data the bundle was trained on (so a clean model evaluated on
+    shifted images keeps its val-clean references), else from the evaluated category."""
+    trained_on = Path(inspector.manifest.get("training", {}).get("data", ""))
+    for source in (trained_on, category.root):
+        try:
+            val = _splits(scan_category(source), inspector.directory, splits_file).val
+        except DataError:
+            continue
+        return [s for s in val if s.label]
+    return []
 
 
 def _pick_examples(scored: list[Scored], threshold: float) -> list[Scored]:
@@ -71,12 +91,10 @@ def _example_items(chosen: list[Scored], size: tuple[int, int], threshold: float
     return items
 
 
-def _validation_study(inspector: Inspector, category: Category, bundle: Path, split: str, batch_size: int,
-                      out: Path, threshold: float) -> None:
+def _validation_study(inspector: Inspector, category: Category, splits_file: Path, batch_size: int, out: Path,
+                      threshold: float) -> None:
     """Where the threshold came from: val-clean's good vs defective scores and P/R/F1 as the threshold moves."""
-    if split != "test":
-        return
-    val = Splits.load(Path(bundle) / "splits.json", category).val
+    val = Splits.load(splits_file, category).val
     labels, scores = [], []
     for samples, _, prediction in predict_samples(inspector.reference_engine(), inspector.detector, val,
                                                   inspector.preprocessor, inspector.blur_sigma, batch_size):
@@ -89,12 +107,16 @@ def _validation_study(inspector: Inspector, category: Category, bundle: Path, sp
 
 
 def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps: bool = False,
-             batch_size: int = 8, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    """Run the evaluation and write metrics.json, scores.csv, plots (and maps); return the metrics."""
+             batch_size: int = 8, device: str = "cpu", progress: bool = True,
+             splits_file: Path | None = None, plots: bool = True) -> dict[str, Any]:
+    """Run the evaluation and write metrics.json, scores.csv, plots (and maps); return the metrics.
+
+    `plots=False` skips the PNGs (benchmark grids draw their own, across detectors)."""
+    reset_peak_rss()
     start = time.perf_counter()
     inspector = Inspector.from_bundle(bundle, device=device)
     category = scan_category(data)
-    samples = select_samples(category, bundle, split)
+    samples = select_samples(category, bundle, split, splits_file)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     bars = Bars(progress)
@@ -102,9 +124,10 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
     scored: list[Scored] = []
     masks: list[np.ndarray] = []
     maps: list[np.ndarray] = []
+    timings: dict[str, float] = {}
     for batch_samples, images, prediction in predict_samples(
         engine, inspector.detector, samples, inspector.preprocessor, inspector.blur_sigma, batch_size,
-        bars(len(samples), "evaluate"),
+        bars(len(samples), "evaluate"), timings,
     ):
         for sample, image, score, small in zip(batch_samples, images, prediction.scores, prediction.maps, strict=True):
             scored.append(Scored(sample, float(score), small))
@@ -119,7 +142,6 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
                 shape = image.shape[:2]
                 masks.append(np.zeros(shape, bool) if sample.mask is None else read_mask(sample.mask, shape))
                 maps.append(full)
-    bars.close()
     seconds = time.perf_counter() - start
 
     labels = np.array([s.sample.label for s in scored])
@@ -143,6 +165,8 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
         "data": str(data),
         "seconds": round(seconds, 2),
         "ms_per_image": round(1000 * seconds / max(1, len(scored)), 2),
+        "inference_ms_per_image": round(timings.get("inference", 0.0) / max(1, len(scored)), 2),
+        "batch_size": batch_size,
     }
     per_defect = {}
     for defect in sorted({s.sample.defect for s in scored if s.sample.label}):
@@ -150,19 +174,49 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
         if both and (labels[keep] == 0).any():
             per_defect[defect] = auroc(labels[keep], scores[keep])
     metrics["image_auroc_per_defect"] = per_defect
+    metrics["defect_types_features"] = _feature_types(inspector, category, splits_file, scored, engine,
+                                                      batch_size, bars) if split == "test" else None
+    bars.close()
+    metrics["peak_rss_mb"] = round(peak_rss_mb(), 1)
 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     with open(out / "scores.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "score"])
         writer.writerows([s.sample.rel, s.sample.label, f"{s.score:.9g}"] for s in scored)
-    if both:
+    if has_pixels:
+        grid = np.linspace(0.0, 0.3, 301)
+        np.savetxt(out / PRO_CURVE, np.column_stack((grid, np.interp(grid, fpr, pro))), fmt="%.6g",
+                   delimiter=",", header="fpr,pro", comments="")
+    if plots:
+        _plots(out, scored, labels, scores, threshold, (fpr, pro) if has_pixels else None, inspector.image_size)
+        if split == "test":
+            _validation_study(inspector, category, splits_file or Path(bundle) / "splits.json", batch_size, out,
+                              threshold)
+    return metrics
+
+
+def _feature_types(inspector: Inspector, category: Category, splits_file: Path | None, scored: list[Scored],
+                   engine: Any, batch_size: int, bars: Bars) -> dict[str, Any] | None:
+    """Defect types by the nearest val defect in pretrained feature space (see `defect_types`)."""
+    references = reference_defects(inspector, category, splits_file)
+    if len({s.defect for s in references}) < 2:
+        return None
+    ref_maps = [prediction.maps for _, _, prediction in predict_samples(
+        engine, inspector.detector, references, inspector.preprocessor, inspector.blur_sigma, batch_size,
+        bars(len(references), "val defects"))]
+    threshold = float(inspector.normalizer.threshold)
+    return defect_types.classify([s.sample for s in scored], [s.small_map for s in scored],
+                                 [s.score >= threshold for s in scored], references, list(np.concatenate(ref_maps)),
+                                 float(inspector.map_normalizer.threshold))
+
+
+def _plots(out: Path, scored: list[Scored], labels: np.ndarray, scores: np.ndarray, threshold: float,
+           pro: tuple[np.ndarray, np.ndarray] | None, size: tuple[int, int]) -> None:
+    if 0 < labels.sum() < len(labels):
         report.plot_roc(labels, scores, out / "roc.png")
         report.plot_pr(labels, scores, out / "pr.png")
     report.plot_score_histogram(labels, scores, threshold, out / "score_histogram.png")
-    if has_pixels:
-        report.plot_pro(fpr, pro, out / "pro.png")
-    _validation_study(inspector, category, bundle, split, batch_size, out, threshold)
-    chosen = _pick_examples(scored, threshold)
-    report.plot_examples(_example_items(chosen, inspector.image_size, threshold), out / "examples.png")
-    return metrics
+    if pro is not None:
+        report.plot_pro(*pro, out / "pro.png")
+    report.plot_examples(_example_items(_pick_examples(scored, threshold), size, threshold), out / "examples.png")

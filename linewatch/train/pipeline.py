@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from linewatch.bundle import write_manifest
-from linewatch.data import DataError, make_splits, scan_category
+from linewatch.data import DataError, Splits, make_splits, scan_category
 from linewatch.engines.base import NetworkIO
 from linewatch.engines.torch_engine import TorchEngine
 from linewatch.features.preprocess import RESIZE_POLICY, Preprocessor
@@ -42,13 +42,16 @@ class TrainResult:
     peak_rss_mb: float
 
 
-def train(options: dict[str, Any], progress: bool = True) -> TrainResult:
-    """Fit on train-clean, calibrate on val-clean, write a validated bundle to `options['out']`."""
+def train(options: dict[str, Any], progress: bool = True, splits: Splits | None = None) -> TrainResult:
+    """Fit on train-clean, calibrate on val-clean, write a validated bundle to `options['out']`.
+
+    `splits` replaces the split drawn from `options['seed']` (benchmarks keep one split across model seeds).
+    """
     start = time.perf_counter()
     bars = Bars(progress)
     spec = get_spec(options["model"])
     category = scan_category(options["data"])
-    splits = make_splits(category, seed=options["seed"])
+    splits = splits or make_splits(category, seed=options["seed"])
     if not splits.val:
         raise DataError(f"{category.root}: val-clean is empty, so no threshold can be calibrated; train/good needs "
                         f"at least 2 images (20% are held out) or test/ needs defective images")

@@ -1,0 +1,1 @@
+"""`inspect-bench`: the reference studies' protocol (categories x detectors x settings x seeds) and its report."""

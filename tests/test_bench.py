@@ -1,0 +1,195 @@
+"""inspect-bench end to end on configs/bench-tiny.yaml: cells, resume, results, the report; Ray in its own test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from linewatch.config import ConfigError
+from linewatch.data.synthetic import make_synthetic_category
+from linewatch.evaluate.bench.cli import main
+from linewatch.evaluate.bench.config import load_config
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "bench-tiny.yaml"
+
+
+def tiny_data(root: Path) -> None:
+    """The generated categories configs/bench-tiny.yaml points at (relative to the working directory)."""
+    for name, seed in (("synthetic", 0), ("synthetic_b", 1)):
+        make_synthetic_category(root / "bench-out" / "tiny-data" / name, n_train=10, n_test_good=4,
+                                n_test_defect=3, size=48, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The tiny grid, run once through the CLI; returns (output folder, CLI output)."""
+    root = tmp_path_factory.mktemp("bench")
+    tiny_data(root)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        result = CliRunner().invoke(main, ["--config", str(TINY), "--out", "out", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return root / "out", result.output
+
+
+def test_every_cell_trains_or_reuses_and_evaluates(bench: tuple[Path, str]) -> None:
+    out, output = bench
+    cells = json.loads((out / "cells.json").read_text())
+    config = yaml.safe_load(TINY.read_text())
+    per_category = sum(len(d.get("seeds", [0])) * len(config["settings"]) for d in config["detectors"].values())
+    assert len(cells) == len(config["categories"]) * per_category + 1  # + the global PatchCore (clean)
+    for cell in cells:
+        result = json.loads((Path(cell["folder"]) / "result.json").read_text())
+        assert result["status"] == "ok"
+        if cell["setting"] == "shift":  # the clean model on shifted images, not retrained
+            assert result["train"] is None and not (Path(cell["folder"]) / "bundle").exists()
+            assert result["bundle"].endswith(f"clean-s{cell['seed']}/bundle")
+            assert "shifted" in result["evals"][cell["category"]]["metrics"]["data"]
+        else:
+            assert result["train"]["seconds"] > 0 and result["train"]["bundle_mb"] > 0
+        for entry in result["evals"].values():
+            metrics = entry["metrics"]
+            assert metrics["image_auroc"] is not None and metrics["inference_ms_per_image"] > 0
+            assert metrics["peak_rss_mb"] > 0
+            assert (Path(entry["report"]) / "pro_curve.csv").is_file()
+    assert f"{len(cells)} of {len(cells)} cells finished" in output
+    global_cell = next(c for c in cells if c["category"] == "global")
+    assert sorted(json.loads((Path(global_cell["folder"]) / "result.json").read_text())["evals"]) == [
+        "synthetic", "synthetic_b"]
+
+
+def test_adapted_cells_train_on_the_shifted_copy_with_the_same_split(bench: tuple[Path, str]) -> None:
+    out, _ = bench
+    clean = json.loads((out / "cells/synthetic/patchcore/clean-s0/bundle/splits.json").read_text())
+    adapted = json.loads((out / "cells/synthetic/patchcore/adapted-s0/bundle/splits.json").read_text())
+    assert clean["train"] == adapted["train"] and clean["test"] == adapted["test"]
+    manifest = json.loads((out / "cells/synthetic/patchcore/adapted-s0/bundle/manifest.json").read_text())
+    assert manifest["training"]["data"] == str((out / "shifted" / "synthetic").resolve())
+    assert json.loads((out / "shifted/synthetic/shift.json").read_text())["vignetting"] is True
+
+
+def test_results_hold_tables_spreads_and_targets(bench: tuple[Path, str]) -> None:
+    out, _ = bench
+    results = json.loads((out / "results.json").read_text())
+    autoencoder = next(c for c in results["cells"] if (c["category"], c["detector"], c["setting"]) ==
+                       ("synthetic", "autoencoder", "clean"))
+    assert autoencoder["image_auroc"]["n"] == 2 and autoencoder["image_auroc"]["std"] is not None
+    macro = {(m["detector"], m["setting"]) for m in results["macro"]}
+    assert ("patchcore", "shift") in macro and ("autoencoder", "adapted") in macro
+    shift = next(s for s in results["shift"] if (s["category"], s["detector"]) == ("synthetic", "patchcore"))
+    image = shift["image_auroc"]
+    assert image["drop"] == pytest.approx(image["clean"] - image["shift"])
+    assert image["recovery"] == pytest.approx(image["adapted"] - image["shift"])
+    assert {t["category"] for t in results["targets"]} == {"synthetic", "synthetic_b"}
+    rows = {(r["category"], r["detector"]) for r in results["rows"]}
+    assert ("synthetic_b", "patchcore (global)") in rows
+    features = results["rows"][0]["metrics"]["defect_types_features"]
+    assert features["labels"][0] == "good" and len(features["confusion"]) == len(features["labels"])
+    report = (out / "report.md").read_text()
+    for heading in ("Macro averages", "Domain shift", "Targets", "Seed spread", "## synthetic"):
+        assert heading in report
+    assert "| - |" in report or "| - " in report  # mask metrics are absent until inspect-eval writes them
+
+
+def test_a_second_run_skips_finished_cells_and_redoes_an_interrupted_one(bench: tuple[Path, str]) -> None:
+    out, _ = bench
+    root = out.parent
+    victim = root / "out/cells/synthetic/autoencoder/adapted-s1"
+    (victim / "result.json").unlink()  # as if the run had been killed inside this cell
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        result = CliRunner().invoke(main, ["--config", str(TINY), "--out", "out", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("finished earlier, skipped") == len(json.loads((out / "cells.json").read_text())) - 1
+    assert "synthetic/autoencoder/adapted/seed1: done in" in result.output
+    assert (victim / "result.json").is_file()
+
+
+def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
+    config = yaml.safe_load(TINY.read_text())
+    tiny_data(tmp_path)
+    cases = [({"detectors": {"patchcore": {"options": {"coreset_ration": 0.1}}}}, "coreset_ration"),
+             ({"detectors": {"nope": {}}}, "'nope' is not one of"),
+             ({"settings": ["clean", "rotated"]}, "settings must be some of"),
+             ({"categories": {"x": "missing/folder"}}, "not a category folder"),
+             ({"detectors": {"patchcore": {"options": {"epochs": 3}}}}, "patchcore has no option(s) epochs")]
+    for change, message in cases:
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump({**config, **change}))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(tmp_path)
+            with pytest.raises(ConfigError, match="bad.yaml") as info:
+                load_config(path)
+        assert message in str(info.value)
+
+
+def test_report_only_rewrites_the_report_without_running(bench: tuple[Path, str]) -> None:
+    out, _ = bench
+    (out / "report.html").unlink()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(out.parent)
+        result = CliRunner().invoke(main, ["--config", str(TINY), "--out", "out", "--report-only"])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.html").stat().st_size > 10_000 and "done in" not in result.output
+
+
+def test_the_report_renders_in_headless_chromium_with_tables_and_images(bench: tuple[Path, str],
+                                                                        tmp_path: Path) -> None:
+    from linewatch.evaluate.bench.browser import INSTALL, BrowserUnavailable, find_chromium, render
+
+    try:
+        find_chromium()
+    except BrowserUnavailable:
+        pytest.skip(f"no Chromium to render the report with; install it with: {INSTALL}")
+    out, _ = bench
+    facts = render(out / "report.html", screenshot=tmp_path / "shot.png")
+    assert facts["outside_requests"] == []  # self-contained: nothing fetched from anywhere
+    assert facts["tables"] >= 6 and facts["rows"] >= 20
+    assert any("Macro averages" in h for h in facts["headings"])
+    assert facts["images"] >= 8 and facts["broken"] == 0 and facts["smallest"] > 100
+    assert (tmp_path / "shot.png").stat().st_size > 20_000
+
+
+def test_tiny_grid_runs_as_tasks_on_a_local_ray_instance(tmp_path: Path) -> None:
+    import ray
+
+    tiny_data(tmp_path)
+    config = yaml.safe_load(TINY.read_text())
+    config.update(settings=["clean", "shift"], categories={"synthetic": config["categories"]["synthetic"]},
+                  detectors={"patchcore": config["detectors"]["patchcore"]})
+    config.pop("global")
+    (tmp_path / "ray.yaml").write_text(yaml.safe_dump(config))
+    ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(tmp_path)
+            result = CliRunner().invoke(main, ["--config", "ray.yaml", "--out", "out", "--ray", "auto"])
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 0, result.output
+    assert "[2/2]" in result.output and "2 of 2 cells finished" in result.output
+    shift = json.loads((tmp_path / "out/cells/synthetic/patchcore/shift-s0/result.json").read_text())
+    assert shift["status"] == "ok" and shift["evals"]["synthetic"]["metrics"]["image_auroc"] is not None
+    assert (tmp_path / "out/report.html").is_file()
+
+
+def test_ray_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    from linewatch.evaluate.bench.runner import RayUnavailable, import_ray
+
+    real_import = builtins.__import__
+
+    def no_ray(name: str, *args: object, **kwargs: object) -> object:
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(RayUnavailable, match=r"pip install -e '\.\[ray\]'"):
+        import_ray()
