@@ -104,6 +104,16 @@ def read_config_file(path: Path, options: Mapping[str, Option]) -> dict[str, Any
     return normalized
 
 
+def check_mapping(options: Mapping[str, Option], data: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """Validate a mapping read from somewhere other than a whole config file (e.g. one section of a YAML file)."""
+    normalized = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(normalized) - set(options))
+    if unknown:
+        known = ", ".join(sorted(options))
+        raise ConfigError(f"{origin}: unknown key(s) {', '.join(map(repr, unknown))}; known: {known}")
+    return {key: _check(key, options[key], value, origin) for key, value in normalized.items()}
+
+
 def resolve(options: Mapping[str, Option], config_file: Path | None, cli: Mapping[str, Any]) -> dict[str, Any]:
     """Merge defaults, the config file and explicit CLI values, validating each against its option."""
     from_file = read_config_file(config_file, options) if config_file else {}

@@ -36,16 +36,16 @@ def ensure_bundle(bundle: Path, data: Path) -> None:
         subprocess.run([str(bin_dir / "export-model"), str(bundle)], check=True)
 
 
-def run_once(bundle: Path, data: Path, engine: str, batch: int, threads: int) -> dict:
+def run_once(bundle: Path, data: Path, engine: str, batch: int, threads: int, precision: str = "fp32") -> dict:
     """One pass of the runtime over the test folder; its summary reduced to the benchmark's row."""
     options = RunOptions(bundle=bundle, sources=(str(data / "test"),), batch=batch, engine=engine,
                          device="cpu" if engine != "tensorrt" else "cuda", threads=threads,
-                         publish="tcp://127.0.0.1:*")
+                         publish="tcp://127.0.0.1:*", precision=precision)
     summary = Runtime(options).run()
     stage = summary["stage_ms"]
     overhead = (stage["preprocess"] + stage["postprocess"] + stage["publish"]) / (stage["network"] + stage["score"])
-    return {"engine": engine, "batch": batch, "frames": summary["frames"], "fps": summary["fps"],
-            "ms_per_frame": round(1000 / summary["fps"], 2), "latency_ms": summary["latency_ms"],
+    return {"engine": engine, "precision": precision, "batch": batch, "frames": summary["frames"],
+            "fps": summary["fps"], "ms_per_frame": round(1000 / summary["fps"], 2), "latency_ms": summary["latency_ms"],
             "stage_ms": stage, "overhead": round(overhead, 4), "engine_detail": summary["engine"]}
 
 
