@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import importlib
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,14 @@ def test_the_example_site_file_validates_and_merges_defaults_into_each_line() ->
 
 @pytest.mark.parametrize(("doc", "message"), [
     ({"lines": {"a": {"bundle": "b", "sources": ["x"], "batchsize": 4}}}, "line 'a': unknown key(s) 'batchsize'"),
-    ({"lines": {"a": {"bundle": "b", "sources": ["x"], "batch": "four"}}}, "'batch' (.*line 'a'): expected int"),
+    ({"lines": {"a": {"bundle": "b", "sources": ["x"], "batch": "four"}}}, "line 'a'): expected int, got str 'four'"),
     ({"lines": {"a": {"sources": ["x"]}}}, "line 'a' has no bundle"),
     ({"defaults": {"engine": "gpu"}, "lines": {"a": {"bundle": "b", "sources": "x"}}}, "'gpu' is not one of"),
     ({"lines": {}}, "non-empty 'lines'"),
     ({"sites": {}, "lines": {"a": {"bundle": "b", "sources": "x"}}}, "unknown section"),
 ])
 def test_bad_site_files_are_refused_with_the_file_line_and_key(tmp_path: Path, doc: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         read_site(_write(tmp_path / "site.yaml", doc))
 
 
@@ -101,7 +102,7 @@ def test_inspect_run_runs_a_line_of_a_site_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(run_cli.main, ["--config", str(site), "--line", "demo"])
     assert result.exit_code == 0, result.output
     headers = read_journal(journal)
-    assert len(headers) == 4 and {h["source"] for h in headers} == {"parts"}
+    assert len(headers) == len(list((data / "test").rglob("*.png"))) and {h["source"] for h in headers} == {"parts"}
 
 
 def _unit_command(path: Path) -> list[str]:

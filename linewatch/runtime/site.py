@@ -48,11 +48,11 @@ LINE_OPTIONS: dict[str, Option] = {
     "wait_subscribers": Option(int, minimum=0),
     "wait_timeout": Option(float, minimum=0),
     "journal": Option(Path),
-    "summary_file": Option(Path),
-    "runtime_name": Option(str),
+    "summary": Option(Path),
+    "name": Option(str),
     "queue_size": Option(int, minimum=1),
 }
-ALIASES = {"name": "runtime_name", "summary": "summary_file", "source": "sources"}
+_PARAMETER = {"name": "runtime_name", "summary": "summary_file"}  # inspect-run's parameter names for --name, --summary
 
 
 def _section(data: Any, origin: str) -> dict[str, Any]:
@@ -60,10 +60,11 @@ def _section(data: Any, origin: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: expected a mapping of inspect-run options, got {type(data).__name__}")
-    mapped = {ALIASES.get(str(key).replace("-", "_"), str(key).replace("-", "_")): value for key, value in data.items()}
+    mapped = {str(key).replace("-", "_"): value for key, value in data.items()}
     if isinstance(mapped.get("sources"), str):
         mapped["sources"] = [mapped["sources"]]
-    return check_mapping(LINE_OPTIONS, mapped, origin)
+    checked = check_mapping(LINE_OPTIONS, mapped, origin)
+    return {_PARAMETER.get(key, key): value for key, value in checked.items()}
 
 
 def read_site(path: Path) -> dict[str, dict[str, Any]]:
