@@ -85,15 +85,20 @@ def _bounds(where: str, option: Option, value: Any) -> None:
         raise ConfigError(f"{where}: {value!r} is above the maximum {option.maximum}")
 
 
-def read_config_file(path: Path, options: Mapping[str, Option]) -> dict[str, Any]:
-    """Parse a YAML mapping and reject keys the command does not know."""
+def load_yaml(path: Path, what: str = "config file") -> Any:
+    """A YAML document, or a ConfigError naming the file when it is missing or not YAML; empty is {}."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def read_config_file(path: Path, options: Mapping[str, Option]) -> dict[str, Any]:
+    """Parse a YAML mapping and reject keys the command does not know."""
+    data = load_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values")
     normalized = {str(k).replace("-", "_"): v for k, v in data.items()}

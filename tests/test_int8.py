@@ -10,10 +10,10 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from helpers import tiny_bundle, tiny_category
 
 from linewatch.bundle import MANIFEST, read_manifest
 from linewatch.data import read_image
-from linewatch.data.synthetic import make_synthetic_category
 from linewatch.engines import INT8_FILE, EngineUnavailable, open_engine
 from linewatch.engines.onnxruntime_engine import OnnxRuntimeEngine
 from linewatch.export.cli import main as export_main
@@ -21,26 +21,19 @@ from linewatch.export.int8 import AccuracyError, export_bundle_int8
 from linewatch.inspector import Inspector
 from linewatch.runtime.journal import read_journal
 from linewatch.runtime.pipeline import RunOptions, Runtime
-from linewatch.train.options import resolve_training
-from linewatch.train.pipeline import train
 
 SIZE = 64
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_synthetic_category(tmp_path_factory.mktemp("int8") / "cat", size=SIZE, n_train=12, n_test_good=4,
-                                   n_test_defect=4)
+    return tiny_category(tmp_path_factory.mktemp("int8"), SIZE)
 
 
 @pytest.fixture(scope="module")
 def exported(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny PatchCore bundle with its fp32 ONNX export (random backbone weights)."""
-    out = tmp_path_factory.mktemp("int8-bundle") / "bundle"
-    train(resolve_training(None, {"data": data, "out": out, "weights": "none", "image_size": SIZE}), progress=False)
-    result = CliRunner().invoke(export_main, [str(out)])
-    assert result.exit_code == 0, result.output
-    return out
+    """A tiny PatchCore bundle with its fp32 ONNX export."""
+    return tiny_bundle(data, tmp_path_factory.mktemp("int8-bundle") / "bundle", SIZE, export=True)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ with Triton's own ModelConfig protobuf and comparing it with the ONNX file's ten
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import threading
 from pathlib import Path
@@ -17,21 +16,18 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from helpers import eval_scores, tiny_bundle, tiny_category
 
 from linewatch.bundle import BundleError, bundle_id, read_manifest, sha256
 from linewatch.data import read_image
-from linewatch.data.synthetic import make_synthetic_category
 from linewatch.engines import ONNX_FILE, NetworkIO, open_engine
 from linewatch.engines.local_triton import LocalTriton, free_port
 from linewatch.engines.local_triton import problem as server_problem
 from linewatch.engines.triton_engine import SHA_PARAMETER, TritonEngine, TritonTarget, TritonUnavailable
-from linewatch.evaluate.cli import main as eval_main
 from linewatch.export.cli import main as export_main
 from linewatch.inspector import Inspector
 from linewatch.runtime.journal import read_journal
 from linewatch.runtime.pipeline import RunOptions, Runtime
-from linewatch.train.options import resolve_training
-from linewatch.train.pipeline import train
 
 SIZE = 64
 needs_server = pytest.mark.skipif(server_problem() is not None, reason=f"no local Triton server: {server_problem()}")
@@ -39,16 +35,13 @@ needs_server = pytest.mark.skipif(server_problem() is not None, reason=f"no loca
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_synthetic_category(tmp_path_factory.mktemp("triton") / "cat", size=SIZE, n_train=12, n_test_good=4,
-                                   n_test_defect=4)
+    return tiny_category(tmp_path_factory.mktemp("triton"), SIZE)
 
 
 @pytest.fixture(scope="module")
 def bundle(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny PatchCore bundle (random backbone weights); the Triton export adds its ONNX export first."""
-    out = tmp_path_factory.mktemp("triton-bundle") / "bundle"
-    train(resolve_training(None, {"data": data, "out": out, "weights": "none", "image_size": SIZE}), progress=False)
-    return out
+    """A tiny PatchCore bundle without ONNX: the Triton export adds its ONNX export first."""
+    return tiny_bundle(data, tmp_path_factory.mktemp("triton-bundle") / "bundle", SIZE)
 
 
 def _export(bundle: Path, repo: Path, *args: str) -> str:
@@ -142,12 +135,7 @@ def server(bundle: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN
 @needs_server
 def test_inspect_run_through_triton_publishes_inspect_eval_scores(server: LocalTriton, bundle: Path, data: Path,
                                                                  tmp_path: Path) -> None:
-    report = tmp_path / "report"
-    result = CliRunner().invoke(eval_main, ["--bundle", str(bundle), "--data", str(data), "--out", str(report),
-                                            "--split", "all", "--quiet"])
-    assert result.exit_code == 0, result.output
-    with open(report / "scores.csv") as handle:
-        expected = {row["path"]: float(row["score"]) for row in csv.DictReader(handle)}
+    expected = eval_scores(bundle, data, tmp_path / "report")
     journal = tmp_path / "journal.jsonl"
     options = RunOptions(bundle=bundle, sources=(str(data / "test"),), publish="tcp://127.0.0.1:*", journal=journal,
                          engine="triton", triton_url=server.url, batch=3)

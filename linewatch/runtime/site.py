@@ -20,9 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from linewatch.config import ConfigError, Option, check_mapping
+from linewatch.config import ConfigError, Option, check_mapping, load_yaml
 from linewatch.engines.base import DEVICE_CHOICES, ENGINE_CHOICES, PRECISION_CHOICES
 
 SECTIONS = ("site", "defaults", "lines")
@@ -69,13 +67,7 @@ def _section(data: Any, origin: str) -> dict[str, Any]:
 
 def read_site(path: Path) -> dict[str, dict[str, Any]]:
     """Every line of the site file, each merged over `defaults` and validated: {line name: options}."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"site file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    data = load_yaml(path, "site file")
     if not isinstance(data, dict) or not isinstance(data.get("lines"), dict) or not data["lines"]:
         raise ConfigError(f"{path}: expected a mapping with a non-empty 'lines' mapping (line name -> options)")
     unknown = sorted(set(data) - set(SECTIONS))
