@@ -111,6 +111,11 @@ class TrainingImages:
         self._batches = self._iter()
 
 
+def _quiet_quantiser(record: logging.LogRecord) -> bool:
+    """onnxruntime's quantiser logs a line per rescaled weight on the root logger at INFO: keep its warnings only."""
+    return record.levelno >= logging.WARNING or "quantization" not in record.pathname
+
+
 def quantize(fp32_path: Path, int8_path: Path, reader: TrainingImages, method: str = "minmax") -> dict[str, Any]:
     """Shape inference + graph pre-processing, then static QDQ quantisation (u8 activations, s8 per-channel weights)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
@@ -119,12 +124,19 @@ def quantize(fp32_path: Path, int8_path: Path, reader: TrainingImages, method: s
         raise ValueError(f"calibration method {method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
-    with tempfile.TemporaryDirectory(prefix="linewatch-int8-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(int8_path), reader, quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=methods[method])
+    handlers = [] if log.isEnabledFor(logging.DEBUG) else logging.getLogger().handlers
+    for handler in handlers:
+        handler.addFilter(_quiet_quantiser)
+    try:
+        with tempfile.TemporaryDirectory(prefix="linewatch-int8-") as tmp:
+            prepared = Path(tmp) / "prepared.onnx"
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+            quantize_static(str(prepared), str(int8_path), reader, quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                            calibrate_method=methods[method])
+    finally:
+        for handler in handlers:
+            handler.removeFilter(_quiet_quantiser)
     return {"format": "QDQ", "activations": "uint8", "weights": "int8 per channel", "calibration_method": method,
             "calibration_images": len(reader.samples)}
 
