@@ -189,3 +189,21 @@ def test_triton_engine_retries_a_batch_across_a_server_restart(server: LocalTrit
     worker.join(60)
     assert not worker.is_alive() and engine.state == "ok" and engine.failures >= 1
     np.testing.assert_allclose(result["out"]["features"], before["features"], rtol=1e-5)
+
+
+@needs_server
+def test_frames_count_as_errors_while_triton_stays_down(server: LocalTriton, bundle: Path, data: Path,
+                                                        tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    options = RunOptions(bundle=bundle, sources=(str(data / "test"),), publish="tcp://127.0.0.1:*", journal=journal,
+                         engine="triton", triton_url=server.url, triton_retry_s=0.5, batch=4)
+    runtime = Runtime(options)  # connects while the server is up
+    server.stop()
+    try:
+        summary = runtime.run()
+    finally:
+        server.start()
+    frames = len(list((data / "test").rglob("*.png")))
+    assert summary["frames"] == 0 and summary["errors"] == frames  # every frame accounted for, none published
+    assert not journal.exists() or read_journal(journal) == []
+    assert "unavailable" in summary["engine"] and "unreachable" in summary["engine"]
