@@ -4,8 +4,8 @@ For each dataset and detector: train a bundle (PatchCore with `configs/patchcore
 is one, other detectors with their defaults; reused when present under --work), export fp32 ONNX, then
 `export-model --int8` (forced, so a failing check is still measured and shown as FAIL). Accuracy of both
 networks on val-clean (what the export checks) and test-clean (final numbers), through the same scoring
-path; network time = median over --repeat runs of the ONNX file alone on preprocessed test images, at
-batch 1 and 8, with --threads intra-op threads. Prints a Markdown table and writes JSON.
+path; network time = median over --repeat rounds (fp32 and int8 alternating) of the ONNX file alone on
+preprocessed test images, at batch 1 and 8, with --threads intra-op threads. Prints a Markdown table and writes JSON.
 Run: .venv/bin/python tools/bench_int8.py [--data DIR ...] [--detectors patchcore,padim]
 """
 
@@ -50,16 +50,21 @@ def ensure_bundle(data: Path, detector: str, bundle: Path) -> None:
         export_bundle_onnx(bundle, inspector, parity_samples(bundle, inspector.manifest, inspector.preprocessor))
 
 
-def network_ms(engine: OnnxRuntimeEngine, inputs: np.ndarray, batch: int, repeat: int) -> float:
-    """Median ms per frame of the engine alone over `inputs` in batches of `batch`."""
-    engine(inputs[:batch])  # warm-up
-    runs = []
+def network_ms(engines: dict[str, OnnxRuntimeEngine], inputs: np.ndarray, batches: tuple[int, ...],
+               repeat: int) -> dict[str, dict[int, float]]:
+    """Median ms per frame of each engine alone over `inputs`, per batch size; rounds alternate the engines
+    (fp32, int8, fp32, ...), so a slow spell of a shared machine hits both."""
+    runs: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batches} for name in engines}
+    for engine in engines.values():
+        engine(inputs[:1])  # warm-up
     for _ in range(repeat):
-        start = time.perf_counter()
-        for i in range(0, len(inputs) - batch + 1, batch):
-            engine(inputs[i : i + batch])
-        runs.append(1000 * (time.perf_counter() - start) / (len(inputs) // batch * batch))
-    return round(float(np.median(runs)), 2)
+        for name, engine in engines.items():
+            for batch in batches:
+                start = time.perf_counter()
+                for i in range(0, len(inputs) - batch + 1, batch):
+                    engine(inputs[i : i + batch])
+                runs[name][batch].append(1000 * (time.perf_counter() - start) / (len(inputs) // batch * batch))
+    return {name: {b: round(float(np.median(v)), 2) for b, v in per.items()} for name, per in runs.items()}
 
 
 def measure(data: Path, detector: str, bundle: Path, threads: int, repeat: int, frames: int,
@@ -78,12 +83,13 @@ def measure(data: Path, detector: str, bundle: Path, threads: int, repeat: int, 
     inputs = inspector.preprocessor.batch([read_image(s.path) for s in splits.test[:frames]])
     row: dict[str, Any] = {"data": data.name, "detector": detector, "int8_export_s": export_s,
                            "val": val, "calibration": manifest["export"]["onnx_int8"]["calibration"]}
-    for precision, file in (("fp32", ONNX_FILE), ("int8", INT8_FILE)):
-        engine = OnnxRuntimeEngine(bundle / file, inspector.io, "cpu", threads)
-        row[precision] = {"ms_b1": network_ms(engine, inputs, 1, repeat),
-                          "ms_b8": network_ms(engine, inputs, 8, repeat),
+    files = {"fp32": ONNX_FILE, "int8": INT8_FILE}
+    engines = {name: OnnxRuntimeEngine(bundle / file, inspector.io, "cpu", threads) for name, file in files.items()}
+    timings = network_ms(engines, inputs, (1, 8), repeat)
+    for precision, engine in engines.items():
+        row[precision] = {"ms_b1": timings[precision][1], "ms_b8": timings[precision][8],
                           "test": score_split(inspector, engine, splits.test).metrics,
-                          "mb": round((bundle / file).stat().st_size / 1e6, 2)}
+                          "mb": round((bundle / files[precision]).stat().st_size / 1e6, 2)}
     row["speedup_b1"] = round(row["fp32"]["ms_b1"] / row["int8"]["ms_b1"], 2)
     row["speedup_b8"] = round(row["fp32"]["ms_b8"] / row["int8"]["ms_b8"], 2)
     return row
