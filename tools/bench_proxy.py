@@ -54,7 +54,8 @@ def _sender(address: str, bind: bool, count: int, interval_s: float, out: Any) -
         sock.send_multipart([TOPIC, time.monotonic_ns().to_bytes(8, "little"), payload])
         if interval_s:
             time.sleep(interval_s)
-    sock.close(linger=-1)  # every message is delivered before the sender exits
+    sock.close(linger=-1)
+    zmq.Context.instance().term()  # blocks until every message is out: a forked child exits without terminating it
 
 
 def _receiver(address: str, count: int, out: Any) -> None:
