@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[test]'
+	# Triton's server binary for the Triton tests (only its files are used; its Python package pins numpy < 2)
+	$(BIN)/python -m pip install --no-deps 'nvidia-pytriton==0.7.0'
 	touch $(STAMP)
 
 demo: $(STAMP)

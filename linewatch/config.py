@@ -85,15 +85,20 @@ def _bounds(where: str, option: Option, value: Any) -> None:
         raise ConfigError(f"{where}: {value!r} is above the maximum {option.maximum}")
 
 
-def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """A YAML file's top-level mapping; a missing file, bad YAML or another type stops with the path."""
+def load_yaml(path: Path, what: str = "config file") -> Any:
+    """A YAML document, or a ConfigError naming the file when it is missing or not YAML; empty is {}."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def read_yaml_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file's top-level mapping; a missing file, bad YAML or another type stops with the path."""
+    data = load_yaml(path, what)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values")
     return data
@@ -108,6 +113,16 @@ def read_config_file(path: Path, options: Mapping[str, Option]) -> dict[str, Any
         known = ", ".join(sorted(options))
         raise ConfigError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; known: {known}")
     return normalized
+
+
+def check_mapping(options: Mapping[str, Option], data: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """Validate a mapping read from somewhere other than a whole config file (e.g. one section of a YAML file)."""
+    normalized = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(normalized) - set(options))
+    if unknown:
+        known = ", ".join(sorted(options))
+        raise ConfigError(f"{origin}: unknown key(s) {', '.join(map(repr, unknown))}; known: {known}")
+    return {key: _check(key, options[key], value, origin) for key, value in normalized.items()}
 
 
 def resolve(options: Mapping[str, Option], config_file: Path | None, cli: Mapping[str, Any]) -> dict[str, Any]:

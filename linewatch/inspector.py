@@ -44,17 +44,23 @@ class Inspector:
     _network: Any = field(default=None, repr=False)
 
     @classmethod
-    def from_bundle(cls, directory: Path, device: str = "cpu") -> Inspector:
+    def from_bundle(cls, directory: Path, device: str = "cpu", precision: str = "fp32") -> Inspector:
+        """`precision` int8 takes the calibration `export-model --int8` redid on the int8 network's scores."""
         directory = Path(directory)
         manifest = read_manifest(directory)
         check_resize_policy(manifest, directory)
+        calibration = manifest["calibration"]
+        if precision == "int8":
+            calibration = manifest.get("export", {}).get("onnx_int8", {}).get("calibration")
+            if calibration is None:
+                raise BundleError(f"{directory} has no int8 network: run export-model {directory} --format onnx --int8")
         return cls(
             directory=directory,
             manifest=manifest,
             io=NetworkIO.from_section(manifest["network"]),
             detector=load_detector(directory, manifest["detector"], device=device),
-            normalizer=ScoreNormalizer.from_dict(manifest["calibration"]),
-            map_normalizer=ScoreNormalizer.from_dict(manifest["calibration"]["map"]),
+            normalizer=ScoreNormalizer.from_dict(calibration),
+            map_normalizer=ScoreNormalizer.from_dict(calibration["map"]),
             blur_sigma=float(manifest["postprocess"]["blur_sigma"]),
         )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -17,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import eval_scores
 
 from linewatch.data.synthetic import make_synthetic_category
-from linewatch.evaluate.cli import main as eval_main
 from linewatch.export.cli import main as export_main
 from linewatch.runtime.cli import main as run_main
 from linewatch.runtime.journal import read_journal
@@ -77,12 +76,7 @@ def test_folder_source_publishes_every_frame_matching_eval_scores(bundle: Path, 
     assert set(summary["stage_ms"]) == set(STAGES) and summary["drops"] == 0 and summary["errors"] == 0
     assert "onnxruntime" in summary["engine"]
 
-    report = tmp_path / "report"
-    out = CliRunner().invoke(eval_main, ["--bundle", str(bundle), "--data", str(category), "--out", str(report),
-                                         "--split", "all", "--quiet"])
-    assert out.exit_code == 0, out.output
-    with open(report / "scores.csv") as handle:
-        expected = {row["path"]: float(row["score"]) for row in csv.DictReader(handle)}
+    expected = eval_scores(bundle, category, tmp_path / "report")
     published = {Path(h["path"]).relative_to(category).as_posix(): h["raw_score"] for h in result.headers}
     assert published.keys() == expected.keys()
     for path, score in expected.items():

@@ -14,10 +14,13 @@ import numpy as np
 from linewatch.bundle import BundleError
 
 ONNX_FILE = "network.onnx"
+INT8_FILE = "network.int8.onnx"
 PLAN_FILE = "network.plan"
-ENGINE_CHOICES = ("auto", "onnxruntime", "tensorrt", "torch")
+ENGINE_CHOICES = ("auto", "onnxruntime", "tensorrt", "torch", "triton")  # `auto` never picks a remote server
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+PRECISION_CHOICES = ("fp32", "int8")
 GPU_EXTRA = "pip install -e '.[gpu]' (the gpu extra: onnxruntime-gpu, tensorrt, faiss-gpu-cu12)"
+TRITON_EXTRA = "pip install -e '.[triton]' (the triton extra: tritonclient[grpc])"
 
 
 class EngineUnavailable(ValueError):

@@ -57,6 +57,12 @@ class RunOptions:
     queue_size: int = 8
     status_interval_s: float = 1.0
     min_region_area: int = 1
+    precision: str = "fp32"
+    triton_url: str | None = None
+    triton_model: str | None = None
+    triton_timeout_s: float = 10.0
+    triton_retry_s: float = 60.0
+    publish_connect: str | None = None
 
 
 class Runtime:
@@ -70,13 +76,17 @@ class Runtime:
         knn_device = "cpu" if options.device == "cpu" else "auto"
         set_cpu_threads(RUNTIME_KNN_THREADS)
         cv2.setNumThreads(RUNTIME_OPENCV_THREADS)
-        self.inspector = Inspector.from_bundle(options.bundle, device=knn_device)
+        self.inspector = Inspector.from_bundle(options.bundle, device=knn_device, precision=options.precision)
         self.engine = open_engine(options.bundle, self.inspector.manifest, lambda: self.inspector.network,
-                                  options.engine, options.device, options.threads)
+                                  options.engine, options.device, options.threads, options.precision,
+                                  {"url": options.triton_url, "model": options.triton_model,
+                                   "timeout_s": options.triton_timeout_s, "retry_s": options.triton_retry_s},
+                                  self.stop_event)
         self.sources = SourceSet(parse_sources(options.sources, options.watch), queue_size=options.queue_size,
                                  on_event=self._on_event, prepare=self.inspector.preprocessor)
         self.batcher = Batcher(self.sources.get, options.batch, options.max_wait_ms)
-        self.publisher = Publisher(options.publish, options.runtime_name, options.send_frames)
+        self.publisher = Publisher(options.publish, options.runtime_name, options.send_frames,
+                                   connect=options.publish_connect)
         self.journal = Journal(options.journal) if options.journal else None
         self._last_status = 0.0
 

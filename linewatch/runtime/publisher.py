@@ -45,6 +45,7 @@ class Publisher:
         runtime_name: str = "linewatch",
         send_frames: bool = False,
         context: zmq.Context | None = None,
+        connect: str | None = None,
     ) -> None:
         if not runtime_name:
             raise ValueError("runtime_name must be non-empty (it names the status topic)")
@@ -58,11 +59,12 @@ class Publisher:
         self._socket.setsockopt(zmq.SNDHWM, SNDHWM)
         self._socket.setsockopt(zmq.XPUB_VERBOSE, 1)
         self._socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # unsubscribes too, so the live count stays right
-        try:
-            self._socket.bind(address)
+        try:  # `connect`: publish into an inspect-proxy frontend (XSUB) instead of binding
+            self._socket.connect(connect) if connect else self._socket.bind(address)
         except zmq.ZMQError as exc:
             self._socket.close(linger=0)
-            raise ValueError(f"cannot bind publisher to {address!r}: {exc}") from exc
+            raise ValueError(f"cannot {'connect' if connect else 'bind'} publisher to {connect or address!r}: "
+                             f"{exc}") from exc
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
     @property
