@@ -214,3 +214,38 @@ def test_ganomaly_network_outputs_and_losses() -> None:
     assert float(terms["adv"]) == pytest.approx(1.0)
     torch.testing.assert_close(terms["con"], (fake - x).abs().mean())
     assert float(discriminator_loss(torch.full((4,), 20.0), torch.full((4,), -20.0))) < 1e-6
+
+
+class NormToy(Toy):
+    """A Toy with a BatchNorm whose running statistics each training step leaves stale (set to garbage)."""
+
+    def __init__(self, precise: bool) -> None:
+        super().__init__(bad_at=-1, value=0.0)
+        self.norm = torch.nn.BatchNorm2d(1)
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), self.norm)
+        self.modules = {"net": self.net}
+        self.optimizers = {"sgd": torch.optim.SGD(self.net.parameters(), lr=0.01)}
+        self.precise_batch_norm = precise
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+        losses = super().train_step(batch)
+        self.norm.running_mean.fill_(1e6)
+        return losses
+
+
+@pytest.mark.parametrize("precise", [True, False])
+def test_batch_norm_statistics_are_re_estimated_after_each_epoch(tmp_path: Path, precise: bool) -> None:
+    """The running mean must be the conv outputs' exact mean over the training images (equal batches), under the
+    final weights, and BatchNorm's momentum must be restored; without the option the stale value stays."""
+    images = torch.randint(0, 255, (8, 1, 8, 8), dtype=torch.uint8)
+    model = NormToy(precise)
+    settings = LoopSettings(epochs=2, batch_size=4, out=tmp_path, patience=0, progress=False)
+    EpochLoop(model, LoopData(images, images[:2]), settings).run()
+    conv = model.net[0]
+    with torch.no_grad():
+        expected = conv(images.float() / 255).mean()
+    if precise:
+        assert torch.allclose(model.norm.running_mean, expected.reshape(1), rtol=1e-5)
+        assert model.norm.momentum == 0.1
+    else:
+        assert float(model.norm.running_mean) == 1e6

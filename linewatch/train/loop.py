@@ -45,6 +45,7 @@ class Trainable(Protocol):
     modules: dict[str, torch.nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
     schedulers: dict[str, Any]
+    precise_batch_norm: bool  # optional (default False): re-estimate BatchNorm statistics after each epoch
 
     def train_step(self, batch: torch.Tensor) -> dict[str, float]:
         """One optimisation step on a float32 0..255 batch; `loss` is the objective watched for divergence."""
@@ -145,6 +146,25 @@ def _reconstruction_quality(model: Trainable, images: torch.Tensor, size: int,
     return {"mad": mad, "ssim": ssim / max(count, 1), "ad_var": sq / max(pixels, 1) - mad * mad}
 
 
+def _precise_batch_norm(model: Trainable, images: torch.Tensor, size: int, device: torch.device) -> None:
+    """Replace BatchNorm's running statistics by the training images' exact averages under the epoch's final
+    weights. The running averages lag weights that move fast: GANomaly's generator reconstructed bottle
+    with an L1 error of 0.68 in eval mode against 0.34 with batch statistics; re-estimated, 0.34 in both."""
+    norms = [m for module in model.modules.values() for m in module.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the pass
+    with torch.no_grad():
+        for batch in _batches(images, size, device):
+            model.reconstruct(batch)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+
+
 def _mean_losses(model: Trainable, images: torch.Tensor, size: int, device: torch.device) -> dict[str, float]:
     sums: dict[str, float] = defaultdict(float)
     for batch in _batches(images, size, device):
@@ -236,6 +256,8 @@ class EpochLoop:
                     sums[key] += value * len(index)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()})
                 bar.update(len(index))
+        if getattr(self.model, "precise_batch_norm", False):
+            _precise_batch_norm(self.model, train, settings.batch_size, self.device)
         for module in self.model.modules.values():
             module.eval()
         record: dict[str, Any] = {"epoch": epoch, "train": {k: v / len(train) for k, v in sums.items()},

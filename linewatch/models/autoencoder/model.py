@@ -17,6 +17,8 @@ PLATEAU = {"factor": 0.5, "patience": 5}
 class AutoencoderModel:
     """A `TrainedModel` for the epoch loop; `network` is what gets exported."""
 
+    precise_batch_norm = True  # the epoch loop re-estimates BatchNorm statistics after each epoch
+
     def __init__(self, size: tuple[int, int], options: dict[str, Any]) -> None:
         self.size, self.loss = size, options["loss"]
         self.params = {"channels": options["channels"], "depth": options["depth"],

@@ -18,6 +18,8 @@ D_COLLAPSE = 1e-5  # the reference implementation re-initialises D below this lo
 class GanomalyModel:
     """A `TrainedModel` for the epoch loop: `network` (the generator with its score terms) is exported."""
 
+    precise_batch_norm = True  # the epoch loop re-estimates BatchNorm statistics after each epoch
+
     def __init__(self, size: tuple[int, int], options: dict[str, Any]) -> None:
         self.size = size
         self.params = {"size": size[0], "channels": options["channels"], "latent": options["latent_size"],
