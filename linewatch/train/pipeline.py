@@ -21,6 +21,7 @@ from linewatch.bundle import write_manifest
 from linewatch.data import DataError, make_splits, scan_category
 from linewatch.engines.base import NetworkIO
 from linewatch.engines.torch_engine import TorchEngine
+from linewatch.features.geometry import resolve_image_size
 from linewatch.features.preprocess import RESIZE_POLICY, Preprocessor
 from linewatch.metrics.calibrate import calibrate
 from linewatch.models.base import FitContext
@@ -42,8 +43,11 @@ class TrainResult:
     peak_rss_mb: float
 
 
-def train(options: dict[str, Any], progress: bool = True) -> TrainResult:
-    """Fit on train-clean, calibrate on val-clean, write a validated bundle to `options['out']`."""
+def train(options: dict[str, Any], progress: bool = True, tuning: dict[str, Any] | None = None) -> TrainResult:
+    """Fit on train-clean, calibrate on val-clean, write a validated bundle to `options['out']`.
+
+    `tuning`, from `inspect-train --tune`, is stored as the manifest's `tuning` section.
+    """
     start = time.perf_counter()
     bars = Bars(progress)
     spec = get_spec(options["model"])
@@ -52,6 +56,7 @@ def train(options: dict[str, Any], progress: bool = True) -> TrainResult:
     if not splits.val:
         raise DataError(f"{category.root}: val-clean is empty, so no threshold can be calibrated; train/good needs "
                         f"at least 2 images (20% are held out) or test/ needs defective images")
+    options, geometry = resolve_image_size(options, splits.train)
     out = Path(options["out"])
     out.mkdir(parents=True, exist_ok=True)
     splits.to_json(out / "splits.json")
@@ -88,7 +93,8 @@ def train(options: dict[str, Any], progress: bool = True) -> TrainResult:
         "network": fitted.network_section,
         "preprocess": {"input": "RGB uint8", "resize": RESIZE_POLICY,
                        "channels": "RGB" if io.channels == 3 else "grey (cv2 RGB2GRAY after the resize)",
-                       "layout": "NCHW float32 0..255", "normalization": "inside the network"},
+                       "layout": "NCHW float32 0..255", "normalization": "inside the network",
+                       "geometry": geometry},
         "postprocess": {"blur_sigma": options["blur_sigma"], "map_size": list(io.size)},
         "calibration": {**normalizer.to_dict(), "method": method, "target_fpr": options["target_fpr"],
                         "val_images": len(labels), "val_defective": int(sum(labels)), "map": map_normalizer.to_dict()},
@@ -97,6 +103,8 @@ def train(options: dict[str, Any], progress: bool = True) -> TrainResult:
                      "fit_seconds": round(fit_seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
                      "torch": torch.__version__, "options": _jsonable(options), **fitted.training},
     }
+    if tuning is not None:
+        manifest["tuning"] = tuning
     manifest = write_manifest(out, manifest, files)
     return TrainResult(out, manifest, seconds, peak_rss_mb())
 

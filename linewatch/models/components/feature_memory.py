@@ -4,6 +4,7 @@ statistics of its training features. Shared options, the network section and the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,27 @@ FEATURE_OPTIONS: dict[str, Option] = {
     "projection_dims": Option(int, None, minimum=8, help="Project features to this many dims (default: none)."),
 }
 ARCHITECTURE = "feature_extractor"
+
+
+@dataclass(frozen=True)
+class FeatureSearch:
+    """What `inspect-train --tune` may vary for a feature-memory detector, and its two halves, so the search
+    fits candidates on cached backbone outputs with the same code `inspect-train` runs.
+
+    `config(options)` gives the FeatureConfig; `fit(options, feature batches, bars)` the fitted scorer;
+    `layers` are the layer sets tried (stage 1, with every backbone and input size); `grid` maps the
+    detector's own options to the values tried around the best features (stage 2); `cost` scales a
+    measured candidate's seconds to another's, so the budget can skip what it cannot afford.
+    """
+
+    config: Callable[[dict[str, Any]], Any]
+    fit: Callable[[dict[str, Any], Iterator[np.ndarray], Any], Detector]
+    layers: tuple[tuple[str, ...], ...]
+    grid: dict[str, tuple[Any, ...]]
+    cost: Callable[[dict[str, Any]], float] | None = None  # relative fit + scoring cost, for the budget
+
+    def relative_cost(self, options: dict[str, Any]) -> float:
+        return float(self.cost(options)) if self.cost else 1.0
 
 
 def feature_config(options: dict[str, Any], default_layers: tuple[str, ...], aggregate: bool,
