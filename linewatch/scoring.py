@@ -51,9 +51,16 @@ def predict_samples(
     network: NetworkFn, detector: Detector, samples: Sequence[Sample], preprocessor: Preprocessor, sigma: float,
     batch_size: int, step: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[list[Sample], list[np.ndarray], Prediction]]:
-    """Score samples batch by batch (original images come along for full-resolution metrics)."""
+    """Score samples batch by batch (original images come along for full-resolution metrics).
+
+    Maps come back in each frame's own geometry: an aligned input's map is warped back (`restore`).
+    """
     for batch in iter_batches(samples, preprocessor, batch_size):
         outputs = network(batch.inputs)
-        yield batch.samples, batch.images, score_outputs(detector, outputs, preprocessor.size, sigma)
+        prediction = score_outputs(detector, outputs, preprocessor.size, sigma)
+        if any(warp is not None for warp in batch.warps):
+            maps = np.stack([preprocessor.restore(m, w) for m, w in zip(prediction.maps, batch.warps, strict=True)])
+            prediction = Prediction(prediction.scores, maps)
+        yield batch.samples, batch.images, prediction
         if step:
             step(len(batch.samples))

@@ -74,7 +74,7 @@ class Runtime:
         self.engine = open_engine(options.bundle, self.inspector.manifest, lambda: self.inspector.network,
                                   options.engine, options.device, options.threads)
         self.sources = SourceSet(parse_sources(options.sources, options.watch), queue_size=options.queue_size,
-                                 on_event=self._on_event, prepare=self.inspector.preprocessor)
+                                 on_event=self._on_event, prepare=self.inspector.preprocessor.prepare)
         self.batcher = Batcher(self.sources.get, options.batch, options.max_wait_ms)
         self.publisher = Publisher(options.publish, options.runtime_name, options.send_frames)
         self.journal = Journal(options.journal) if options.journal else None
@@ -159,6 +159,7 @@ class Runtime:
     def _publish_one(self, frame: Frame, raw: float, amap: np.ndarray, shared: dict[str, float],
                      maps_ms: float) -> None:
         t0 = time.perf_counter()
+        amap = self.inspector.preprocessor.restore(amap, frame.warp)
         map_norm = self.inspector.map_normalizer
         regions = find_regions(amap, map_norm.threshold, frame.image.shape[:2], map_norm,
                                min_area=self.options.min_region_area)

@@ -70,7 +70,7 @@ def train(options: dict[str, Any], progress: bool = True, tuning: dict[str, Any]
     engine = TorchEngine(fitted.network, io, "cuda" if options["device"] == "cuda" else "cpu")
     labels, scores, map_peaks = [], [], []
     step = bars(len(splits.val), "calibrate")
-    preprocess = Preprocessor(io.size, io.channels)
+    preprocess = Preprocessor(io.size, io.channels, fitted.aligner)
     for samples, _, prediction in predict_samples(engine, fitted.detector, splits.val, preprocess,
                                                   options["blur_sigma"], options["batch_size"], step):
         labels += [s.label for s in samples]
@@ -84,6 +84,10 @@ def train(options: dict[str, Any], progress: bool = True, tuning: dict[str, Any]
 
     detector_section, detector_files = fitted.detector.save(out)
     files = [save_network(fitted.network, out), *detector_files, "splits.json"]
+    align = None
+    if fitted.aligner is not None:
+        align, reference_file = fitted.aligner.save(out)
+        files.append(reference_file)
     if fitted.history is not None:
         (out / HISTORY_FILE).write_text(json.dumps(fitted.history, indent=1) + "\n")
         files.append(HISTORY_FILE)
@@ -94,7 +98,7 @@ def train(options: dict[str, Any], progress: bool = True, tuning: dict[str, Any]
         "preprocess": {"input": "RGB uint8", "resize": RESIZE_POLICY,
                        "channels": "RGB" if io.channels == 3 else "grey (cv2 RGB2GRAY after the resize)",
                        "layout": "NCHW float32 0..255", "normalization": "inside the network",
-                       "geometry": geometry},
+                       "geometry": geometry, **({"align": align} if align else {})},
         "postprocess": {"blur_sigma": options["blur_sigma"], "map_size": list(io.size)},
         "calibration": {**normalizer.to_dict(), "method": method, "target_fpr": options["target_fpr"],
                         "val_images": len(labels), "val_defective": int(sum(labels)), "map": map_normalizer.to_dict()},

@@ -22,7 +22,7 @@ from linewatch.data import Sample, read_mask
 from linewatch.features.extractor import FeatureConfig, FeatureExtractor, build_extractor
 from linewatch.features.preprocess import Preprocessor
 from linewatch.metrics import auroc, pixel_auroc, pro_area, pro_curve
-from linewatch.models.components.feature_memory import FeatureSearch
+from linewatch.models.components.feature_memory import FeatureSearch, aligner_for
 from linewatch.scoring import score_outputs
 
 
@@ -36,7 +36,9 @@ class StageCache:
     val: dict[str, torch.Tensor]
     val_labels: np.ndarray
     val_masks: list[np.ndarray | None]  # at the input size; None for a defect without a mask
-    seconds: float  # building the backbone and extracting
+    preprocess: Preprocessor  # with the group's aligner, whose val warps bring maps back onto the frames
+    val_warps: list[np.ndarray | None]
+    seconds: float  # building the backbone and extracting (and the alignment reference)
     ms_per_image: float  # decoding, preprocessing and the backbone, per image
 
     def release(self) -> None:
@@ -65,10 +67,12 @@ def extract(backbone: str, size: tuple[int, int], layers: tuple[str, ...], train
     torch.manual_seed(options["seed"])
     config = FeatureConfig(backbone=backbone, layers=layers, image_size=size, seed=options["seed"])
     extractor, _ = build_extractor(config, options["weights"])
-    preprocess = Preprocessor(size)
+    preprocess = Preprocessor(size, align=aligner_for(options, train, size))
     masks: list[np.ndarray | None] = []
+    warps: list[np.ndarray | None] = []
 
     def keep_masks(batch: Any) -> None:
+        warps.extend(batch.warps)
         for sample, image in zip(batch.samples, batch.images, strict=True):
             if not sample.label:
                 masks.append(np.zeros(size, bool))
@@ -84,7 +88,7 @@ def extract(backbone: str, size: tuple[int, int], layers: tuple[str, ...], train
     val_maps = _stages(extractor, val, preprocess, batch_size, keep_masks, step)
     labels = np.array([s.label for s in val])
     end = time.perf_counter()
-    return StageCache(backbone, size, train_maps, val_maps, labels, masks, end - start,
+    return StageCache(backbone, size, train_maps, val_maps, labels, masks, preprocess, warps, end - start,
                       1000 * (end - built) / (len(train) + len(val)))
 
 
@@ -95,8 +99,20 @@ def _features(head: FeatureExtractor, maps: dict[str, torch.Tensor], batch: int)
             yield head.head([maps[layer][start : start + batch] for layer in head.config.layers]).numpy()
 
 
-def evaluate(search: FeatureSearch, options: dict[str, Any], cache: StageCache) -> dict[str, Any]:
-    """Fit one candidate on the cached train-clean outputs, score val-clean; metrics and seconds."""
+@dataclass
+class Scored:
+    """One candidate fitted on the cached train outputs, with its scores and maps of the cached val outputs."""
+
+    scores: np.ndarray
+    maps: list[np.ndarray]
+    fit_s: float
+    seconds: float
+    score_ms: float  # scoring + maps, per image
+    feature_dims: int
+
+
+def fit_and_score(search: FeatureSearch, options: dict[str, Any], cache: StageCache) -> Scored:
+    """Fit one candidate on the cached train-clean outputs and score every cached val image."""
     start = time.perf_counter()
     config = search.config(options)
     torch.manual_seed(options["seed"])
@@ -111,23 +127,30 @@ def evaluate(search: FeatureSearch, options: dict[str, Any], cache: StageCache) 
                                    timings)
         score_ms += timings["score"] + timings["maps"]
         scores.append(prediction.scores)
-        maps.extend(prediction.maps)
-    labels = cache.val_labels
-    pairs = [(m, a) for m, a in zip(cache.val_masks, maps, strict=True) if m is not None]
+        warps = cache.val_warps[len(maps) : len(maps) + len(prediction.maps)]
+        maps.extend(cache.preprocess.restore(m, w) for m, w in zip(prediction.maps, warps, strict=True))
+    return Scored(np.concatenate(scores), maps, fitted - start, time.perf_counter() - start,
+                  score_ms / len(cache.val_labels), config.out_dims)
+
+
+def metrics(labels: np.ndarray, scores: np.ndarray, masks: Sequence[np.ndarray | None],
+            maps: Sequence[np.ndarray]) -> dict[str, float | None]:
+    """Image AUROC; pixel AUROC and PRO over the images with a mask (at the input size)."""
+    pairs = [(m, a) for m, a in zip(masks, maps, strict=True) if m is not None]
     has_pixels = any(m.any() for m, _ in pairs)
     pixel = pro = None
     if has_pixels:
         pixel = pixel_auroc([m for m, _ in pairs], [a for _, a in pairs])
         pro = pro_area(*pro_curve([m for m, _ in pairs], [a for _, a in pairs]))
-    return {
-        "image_auroc": auroc(labels, np.concatenate(scores)),
-        "pixel_auroc": pixel,
-        "pro": pro,
-        "fit_s": round(fitted - start, 2),
-        "seconds": round(time.perf_counter() - start, 2),
-        "score_ms": round(score_ms / len(labels), 2),
-        "feature_dims": config.out_dims,
-    }
+    return {"image_auroc": auroc(labels, scores), "pixel_auroc": pixel, "pro": pro}
+
+
+def evaluate(search: FeatureSearch, options: dict[str, Any], cache: StageCache) -> dict[str, Any]:
+    """Fit one candidate on train-clean, score val-clean; its val metrics, seconds and scoring cost."""
+    scored = fit_and_score(search, options, cache)
+    return {**metrics(cache.val_labels, scored.scores, cache.val_masks, scored.maps),
+            "fit_s": round(scored.fit_s, 2), "seconds": round(scored.seconds, 2),
+            "score_ms": round(scored.score_ms, 2), "feature_dims": scored.feature_dims}
 
 
 def layers_needed(search: FeatureSearch, options: dict[str, Any], layer_sets: Sequence[tuple[str, ...]]) -> tuple[

@@ -20,6 +20,9 @@ FEATURE_OPTIONS: dict[str, Option] = {
     "weights": Option(str, "default", help="'default' (packaged / torch hub cache), 'none' (random) or a file."),
     "layers": Option(tuple, None, help="Comma-separated feature layers, e.g. layer2,layer3."),
     "projection_dims": Option(int, None, minimum=8, help="Project features to this many dims (default: none)."),
+    "align": Option(str, "none", choices=("none", "ecc"),
+                    help="Align each frame to a reference training view (rotation + shift, OpenCV ECC) before "
+                         "the network; maps are moved back onto the frame."),
 }
 ARCHITECTURE = "feature_extractor"
 
@@ -80,10 +83,11 @@ def fit_feature_memory(
 
     torch.manual_seed(context.options["seed"])
     extractor, weights = build_extractor(config, context.options["weights"])
+    aligner = aligner_for(context.options, context.splits.train, config.image_size)
     step = context.bars(len(context.splits.train), "features")
 
     def train_features() -> Iterator[np.ndarray]:
-        preprocess = Preprocessor(config.image_size)
+        preprocess = Preprocessor(config.image_size, align=aligner)
         for batch in iter_batches(context.splits.train, preprocess, context.options["batch_size"]):
             yield run_network(extractor, batch.inputs, "cpu", ("features",))["features"]
             step(len(batch.samples))
@@ -96,4 +100,13 @@ def fit_feature_memory(
         {"mean": list(spec.mean), "std": list(spec.std), "where": "inside the network"},
         pretrained={"source": weights.source, "sha256": weights.sha256},
     )
-    return Fitted(network=extractor, network_section=section, detector=detector)
+    return Fitted(network=extractor, network_section=section, detector=detector, aligner=aligner)
+
+
+def aligner_for(options: dict[str, Any], train: Any, size: tuple[int, int]) -> Any:
+    """The reference-view aligner `--align` asks for, built from train-clean at the model size, or None."""
+    if options.get("align", "none") == "none":
+        return None
+    from linewatch.features.align import reference_from_samples
+
+    return reference_from_samples(train, size)
