@@ -29,9 +29,9 @@ def _part(size: int = 128, seed: int = 0) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _moved(image: np.ndarray, angle: float, shift: tuple[float, float]) -> np.ndarray:
+def _moved(image: np.ndarray, angle: float, shift: tuple[float, float], scale: float = 1.0) -> np.ndarray:
     h, w = image.shape[:2]
-    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
     matrix[:, 2] += shift
     return cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REFLECT_101)
 
@@ -48,6 +48,15 @@ def test_ecc_recovers_rotation_and_shift(angle: float, shift: tuple[float, float
     before = np.abs(_moved(reference, angle, shift)[inner].astype(float) - reference[inner]).mean()
     after = np.abs(aligned[inner].astype(float) - reference[inner]).mean()
     assert after < 6 and (after < before / 3 or before < 1)
+
+
+def test_affine_alignment_also_undoes_a_change_of_scale() -> None:
+    reference = _part()
+    frame = _moved(reference, 5.0, (4.0, 3.0), scale=1.08)
+    warp = build_reference([reference], "ecc-affine").warp_matrix(frame)
+    assert warp is not None and np.linalg.det(warp[:, :2]) == pytest.approx(1.08**2, rel=0.03)
+    euclidean = build_reference([reference]).warp_matrix(frame)
+    assert euclidean is not None and np.linalg.det(euclidean[:, :2]) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_a_frame_that_cannot_be_registered_is_left_as_it_is() -> None:

@@ -6,7 +6,7 @@ grey thumbnail of about `THUMB_SIDE`^2 pixels); the shared preprocessing then es
 rotation and shift against it with ECC (coarse to fine, `LEVELS` pyramid levels) and warps the resized
 frame back. The reference and the settings are stored in the bundle, so evaluation, export checks and the
 runtime align exactly as training did. A frame ECC cannot register (no convergence, or a motion beyond
-`MAX_ANGLE_DEG` / `MAX_SHIFT`) is scored as it is.
+`MAX_ANGLE_DEG` / `MAX_SHIFT` / `MIN_AREA`) is scored as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import numpy as np
 from linewatch.bundle import BundleError
 from linewatch.data import Sample, read_image
 
-ALIGN_METHODS = ("none", "ecc")
+ALIGN_METHODS = ("none", "ecc", "ecc-affine")
+MOTIONS = {"ecc": ("euclidean", cv2.MOTION_EUCLIDEAN), "ecc-affine": ("affine", cv2.MOTION_AFFINE)}
 REFERENCE_FILE = "align_reference.npy"
 THUMB_SIDE = 64  # registration runs on ~64 x 64 grey thumbnails (256 px input: 1/4)
 LEVELS = 2  # pyramid levels: half the thumbnail, then the thumbnail
@@ -31,6 +32,7 @@ ITERATIONS = 40
 EPS = 1e-4
 MAX_ANGLE_DEG = 30.0
 MAX_SHIFT = 0.25  # of the image side
+MIN_AREA = 0.6  # affine: the warp may change the area by at most this factor either way
 REFERENCE_IMAGES = 64
 
 
@@ -52,16 +54,19 @@ class Aligner:
 
     reference: np.ndarray
     downscale: int
+    method: str = "ecc"  # "ecc": rotation + shift; "ecc-affine": also scale, aspect and shear
     pyramid: list[np.ndarray] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.method not in MOTIONS:
+            raise ValueError(f"unknown alignment {self.method!r}; choose one of {', '.join(MOTIONS)}")
         levels = [self.reference]
         for _ in range(LEVELS - 1):
             levels.insert(0, cv2.pyrDown(levels[0]))
         object.__setattr__(self, "pyramid", levels)
 
     def warp_matrix(self, image: np.ndarray) -> np.ndarray | None:
-        """The 2x3 euclidean warp from reference to frame coordinates (model pixels), or None."""
+        """The 2x3 warp from reference to frame coordinates (model pixels), or None."""
         frame = thumbnail(image, self.downscale)
         frames = [frame]
         for _ in range(LEVELS - 1):
@@ -72,13 +77,14 @@ class Aligner:
             if level:
                 warp[:, 2] *= 2
             try:
-                _, warp = cv2.findTransformECC(template, current, warp, cv2.MOTION_EUCLIDEAN, criteria, None, 3)
+                _, warp = cv2.findTransformECC(template, current, warp, MOTIONS[self.method][1], criteria, None, 3)
             except cv2.error:
                 return None
         warp[:, 2] *= self.downscale
         angle = math.degrees(math.atan2(float(warp[1, 0]), float(warp[0, 0])))
         shift = np.abs(warp[:, 2]) / np.array(image.shape[1::-1][:2], dtype=np.float32)
-        if abs(angle) > MAX_ANGLE_DEG or (shift > MAX_SHIFT).any():
+        area = float(np.linalg.det(warp[:, :2]))
+        if abs(angle) > MAX_ANGLE_DEG or (shift > MAX_SHIFT).any() or not MIN_AREA < area < 1 / MIN_AREA:
             return None
         return warp
 
@@ -90,30 +96,33 @@ class Aligner:
 
     def save(self, directory: Path) -> tuple[dict[str, Any], str]:
         np.save(Path(directory) / REFERENCE_FILE, self.reference, allow_pickle=False)
-        section = {"method": "ecc", "motion": "euclidean", "reference": REFERENCE_FILE, "downscale": self.downscale,
+        section = {"method": self.method, "motion": MOTIONS[self.method][0], "reference": REFERENCE_FILE,
+                   "downscale": self.downscale,
                    "levels": LEVELS, "iterations": ITERATIONS, "eps": EPS, "max_angle_deg": MAX_ANGLE_DEG,
                    "max_shift": MAX_SHIFT}
         return section, REFERENCE_FILE
 
     @classmethod
     def load(cls, directory: Path, section: dict[str, Any]) -> Aligner:
-        expected = {"method": "ecc", "motion": "euclidean", "levels": LEVELS, "iterations": ITERATIONS, "eps": EPS}
+        expected = {"levels": LEVELS, "iterations": ITERATIONS, "eps": EPS}
         differs = {k: section.get(k) for k in expected if section.get(k) != expected[k]}
         if differs:
             raise BundleError(f"{directory}: alignment settings {differs} differ from this linewatch's {expected}; "
                              f"retrain it with inspect-train")
-        return cls(np.load(Path(directory) / section["reference"], allow_pickle=False), int(section["downscale"]))
+        reference = np.load(Path(directory) / section["reference"], allow_pickle=False)
+        return cls(reference, int(section["downscale"]), section["method"])
 
 
-def reference_from_samples(samples: Sequence[Sample], size: tuple[int, int], limit: int = REFERENCE_IMAGES) -> Aligner:
+def reference_from_samples(samples: Sequence[Sample], size: tuple[int, int], method: str = "ecc",
+                           limit: int = REFERENCE_IMAGES) -> Aligner:
     """The reference of up to `limit` training images, evenly spaced over the sorted split."""
     from linewatch.features.preprocess import resize
 
     picks = np.unique(np.linspace(0, len(samples) - 1, min(limit, len(samples))).round().astype(int))
-    return build_reference([resize(read_image(samples[i].path), size) for i in picks])
+    return build_reference([resize(read_image(samples[i].path), size) for i in picks], method)
 
 
-def build_reference(images: Sequence[np.ndarray]) -> Aligner:
+def build_reference(images: Sequence[np.ndarray], method: str = "ecc") -> Aligner:
     """Reference = the thumbnail of the image closest to the mean thumbnail (a sharp, typical view)."""
     if not images:
         raise ValueError("alignment needs at least one training image")
@@ -121,4 +130,4 @@ def build_reference(images: Sequence[np.ndarray]) -> Aligner:
     thumbs = np.stack([thumbnail(image, scale) for image in images])
     mean = thumbs.mean(axis=0)
     closest = int(np.argmin(((thumbs - mean) ** 2).sum(axis=(1, 2))))
-    return Aligner(thumbs[closest].copy(), scale)
+    return Aligner(thumbs[closest].copy(), scale, method)

@@ -20,9 +20,9 @@ FEATURE_OPTIONS: dict[str, Option] = {
     "weights": Option(str, "default", help="'default' (packaged / torch hub cache), 'none' (random) or a file."),
     "layers": Option(tuple, None, help="Comma-separated feature layers, e.g. layer2,layer3."),
     "projection_dims": Option(int, None, minimum=8, help="Project features to this many dims (default: none)."),
-    "align": Option(str, "none", choices=("none", "ecc"),
-                    help="Align each frame to a reference training view (rotation + shift, OpenCV ECC) before "
-                         "the network; maps are moved back onto the frame."),
+    "align": Option(str, "none", choices=("none", "ecc", "ecc-affine"),
+                    help="Align each frame to a reference training view before the network (OpenCV ECC; ecc: "
+                         "rotation + shift, ecc-affine: also scale and shear); maps are moved back onto the frame."),
 }
 ARCHITECTURE = "feature_extractor"
 
@@ -109,4 +109,4 @@ def aligner_for(options: dict[str, Any], train: Any, size: tuple[int, int]) -> A
         return None
     from linewatch.features.align import reference_from_samples
 
-    return reference_from_samples(train, size)
+    return reference_from_samples(train, size, options["align"])
