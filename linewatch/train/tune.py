@@ -1,11 +1,12 @@
 """`inspect-train --tune`: choose a feature-memory detector's configuration on val-clean, never on test-clean.
 
 The search is staged so a budget of minutes covers it:
-1. features: each backbone (`BACKBONES`) x input size (`SIZES`, deduplicated once `auto` is resolved) x the
-   detector's layer sets (`FeatureSearch.layers`), its other options at their defaults;
+1. features: each backbone (`BACKBONES`) x input size (`SIZES`, deduplicated once `auto` is resolved) x
+   alignment (`FeatureSearch.aligns`) x the detector's layer sets (`FeatureSearch.layers`), its other
+   options at their defaults;
 2. detector: the detector's grid (`FeatureSearch.grid`: PatchCore coreset ratio x projection, PaDiM pool x
    radius) on the best features of stage 1.
-Backbone outputs are extracted once per (backbone, input size) and reused by every candidate of it.
+Backbone outputs are extracted once per (backbone, input size, alignment) and reused by every candidate of it.
 Ranking: val-clean image AUROC; candidates within `AUROC_TIE` of the best are ties, broken by the mean of
 val pixel AUROC and PRO (within `PIXEL_TIE`), then by speed (backbone + scoring ms per image).
 Options given explicitly (command line or config file) are held fixed. A candidate whose estimated cost
@@ -88,8 +89,8 @@ class Search:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def groups(self) -> list[tuple[str, tuple[int, int], str]]:
-        """(backbone, size, size rule) in search order, duplicates (auto == square) removed."""
+    def groups(self) -> list[tuple[str, tuple[int, int], str, str]]:
+        """(backbone, size, size rule, alignment) in search order, duplicates (auto == square) removed."""
         backbones = (self.options["backbone"],) if "backbone" in self.pinned else BACKBONES
         rules = (self.options["image_size"],) if "image_size" in self.pinned else tuple(
             parse_size(s, "tune") for s in SIZES)
@@ -98,9 +99,10 @@ class Search:
             resolved, _ = resolve_image_size({**self.options, "image_size": rule}, self.splits.train)
             sizes.setdefault(tuple(resolved["image_size"]), str(rule) if not isinstance(rule, tuple)
                              else "x".join(map(str, rule)))
-        order = sorted(itertools.product(backbones, sizes),
-                       key=lambda g: BACKBONE_COST.get(g[0], 2) * g[1][0] * g[1][1])
-        return [(b, s, sizes[s]) for b, s in order]
+        aligns = (self.options["align"],) if "align" in self.pinned else self.search.aligns
+        order = sorted(itertools.product(backbones, sizes, aligns),
+                       key=lambda g: (BACKBONE_COST.get(g[0], 2) * g[1][0] * g[1][1], aligns.index(g[2])))
+        return [(b, s, sizes[s], a) for b, s, a in order]
 
     def layer_sets(self) -> tuple[tuple[str, ...], ...]:
         if "layers" in self.pinned:
@@ -130,7 +132,7 @@ class Search:
     def record(self, stage: int, candidate: dict[str, Any], cache: StageCache | None, rule: str,
                result: dict[str, Any] | None, status: str) -> dict[str, Any]:
         row = {"stage": stage, "backbone": candidate["backbone"], "image_size": list(candidate["image_size"]),
-               "size_rule": rule, "layers": list(candidate["layers"]),
+               "size_rule": rule, "align": candidate["align"], "layers": list(candidate["layers"]),
                **{k: candidate[k] for k in self.search.grid}, "status": status,
                "image_auroc": None, "pixel_auroc": None, "pro": None, "ms_per_image": None, "seconds": None}
         if result is not None and cache is not None:
@@ -152,9 +154,9 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
     spec_search = search.search
     base = {k: options[k] for k in options}
     best: tuple[dict[str, Any], StageCache, dict[str, Any]] | None = None  # (row, cache, candidate)
-    for backbone, size, rule in search.groups():
+    for backbone, size, rule, align in search.groups():
         layer_sets = search.layer_sets()
-        candidate = {**base, "backbone": backbone, "image_size": size}
+        candidate = {**base, "backbone": backbone, "image_size": size, "align": align}
         extraction = search.extract_estimate(backbone, size)
         final = max(_final_estimate(best[1], best[0]) if best else 0.0, 2 * extraction)
         if best and not search.affordable(extraction, final):
@@ -162,7 +164,8 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
                 search.record(1, {**candidate, "layers": layers}, None, rule, None, "skipped: budget")
             continue
         needed = layers_needed(spec_search, candidate, layer_sets)
-        step = bars(len(search.splits.train) + len(search.splits.val), f"tune: {backbone} {size[0]}x{size[1]}")
+        step = bars(len(search.splits.train) + len(search.splits.val), f"tune: {backbone} {size[0]}x{size[1]} "
+                    f"align {align}")
         cache = extract(backbone, size, needed, search.splits.train, search.splits.val, options, step)
         search.ms_per_pixel.setdefault(backbone, cache.ms_per_image / (size[0] * size[1]))
         last, kept = 0.0, False
@@ -205,12 +208,12 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
         "metric": f"val-clean image AUROC; ties within {AUROC_TIE} -> mean(pixel AUROC, PRO) within {PIXEL_TIE} "
                   f"-> ms/image",
         "budget_min": budget_min, "seconds": round(search.elapsed(), 1),
-        "pinned": sorted(pinned & {"backbone", "image_size", "layers", *spec_search.grid}),
-        "space": {"backbone": list(BACKBONES), "image_size": list(SIZES),
+        "pinned": sorted(pinned & {"backbone", "image_size", "align", "layers", *spec_search.grid}),
+        "space": {"backbone": list(BACKBONES), "image_size": list(SIZES), "align": list(spec_search.aligns),
                   "layers": [list(x) for x in spec_search.layers],
                   "grid": {k: list(v) for k, v in spec_search.grid.items()}},
         "val_images": len(search.splits.val), "val_defective": int(sum(s.label for s in search.splits.val)),
-        "chosen": {k: winner[k] for k in ("backbone", "image_size", "layers", *spec_search.grid)},
+        "chosen": {k: winner[k] for k in ("backbone", "image_size", "align", "layers", *spec_search.grid)},
         "table": search.rows,
     }
     return TuneResult(chosen, search.rows, search.elapsed(), section)
@@ -223,7 +226,7 @@ def _describe(row: dict[str, Any]) -> str:
     ms = "-" if row["ms_per_image"] is None else f"{row['ms_per_image']:.1f}"
     size = "x".join(map(str, row["image_size"]))
     layers = "+".join(layer.removeprefix("layer") for layer in sorted(row["layers"], key=LAYER_STRIDES.get))
-    extra = " ".join(f"{k}={row[k]}" for k in row if k.startswith(("coreset_ratio", "projection", "padim")))
+    extra = " ".join(f"{k}={row[k]}" for k in row if k.startswith(("align", "coreset_ratio", "projection", "padim")))
     return (f"{row['stage']} {row['backbone'].removeprefix('efficientnet_'):<5} {size:>7} L{layers:<6} {extra:<40} "
             f"auroc {auc} pixel {pixel} pro {pro} {ms} ms/img {row['status']}")
 

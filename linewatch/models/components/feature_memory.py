@@ -43,6 +43,7 @@ class FeatureSearch:
     layers: tuple[tuple[str, ...], ...]
     grid: dict[str, tuple[Any, ...]]
     cost: Callable[[dict[str, Any]], float] | None = None  # relative fit + scoring cost, for the budget
+    aligns: tuple[str, ...] = ("none",)  # --align values tried in stage 1 (each one a feature extraction)
 
     def relative_cost(self, options: dict[str, Any]) -> float:
         return float(self.cost(options)) if self.cost else 1.0
