@@ -21,11 +21,12 @@ class Batch:
     samples: list[Sample]
     images: list[np.ndarray]  # original RGB uint8, for metrics at full resolution and overlays
     inputs: np.ndarray  # (N, 3, H, W) float32, ready for the feature extractor
+    warps: list[np.ndarray | None]  # per image: the alignment warp (None without alignment)
 
 
-def _load(sample: Sample, preprocessor: Preprocessor) -> tuple[np.ndarray, np.ndarray]:
+def _load(sample: Sample, preprocessor: Preprocessor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     image = read_image(sample.path)
-    return image, preprocessor(image)
+    return image, *preprocessor.prepare(image)
 
 
 def iter_batches(
@@ -40,4 +41,5 @@ def iter_batches(
                 following = chunks[index + 1]
                 pending.append(pool.map(_load, following, [preprocessor] * len(following)))
             loaded = list(pending.pop(0))
-            yield Batch(chunk, [image for image, _ in loaded], np.stack([x for _, x in loaded]))
+            yield Batch(chunk, [image for image, _, _ in loaded], np.stack([x for _, x, _ in loaded]),
+                        [warp for _, _, warp in loaded])

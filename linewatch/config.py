@@ -20,11 +20,30 @@ class ConfigError(ValueError):
 
 
 class ImageSize(tuple):
-    """Option type of an image size: `256` (square), `144x256` / `144,256` or a YAML list [H, W] -> (H, W)."""
+    """Option type of an image size: `256` (square), `144x256` / `144,256`, a YAML list [H, W] -> (H, W),
+    or `auto` / `auto:320` -> AutoSize (the training images' aspect ratio, resolved when training starts)."""
 
 
-def parse_size(value: Any, where: str) -> tuple[int, int]:
-    """(height, width) from an int, an 'HxW' / 'H,W' string or a two-item list."""
+@dataclass(frozen=True)
+class AutoSize:
+    """About `side` x `side` pixels in the training images' median aspect ratio (see `features.geometry`)."""
+
+    side: int = 256
+
+    def __str__(self) -> str:
+        return f"auto:{self.side}"
+
+
+def parse_size(value: Any, where: str) -> tuple[int, int] | AutoSize:
+    """(height, width) from an int, an 'HxW' / 'H,W' string or a two-item list; AutoSize from 'auto[:N]'."""
+    if isinstance(value, AutoSize):
+        return value
+    if isinstance(value, str) and value.strip().lower().startswith("auto"):
+        rest = value.strip().lower().removeprefix("auto").removeprefix(":")
+        if rest and not rest.isdigit():
+            raise ConfigError(f"{where}: expected auto or auto:N (N = the square side whose area is kept), "
+                              f"got {value!r}")
+        return AutoSize(int(rest)) if rest else AutoSize()
     if isinstance(value, str):
         parts = value.lower().replace("x", ",").replace(" ", ",").split(",")
         value = [p for p in parts if p]
@@ -35,7 +54,8 @@ def parse_size(value: Any, where: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected a size such as 256 or 144x256 (height x width), got {value!r}") from None
+        raise ConfigError(f"{where}: expected a size such as 256 or 144x256 (height x width) or auto[:N], "
+                          f"got {value!r}") from None
     return height, width
 
 
@@ -59,7 +79,7 @@ def _check(key: str, option: Option, value: Any, origin: str) -> Any:
         return None
     if option.type is ImageSize:
         size = parse_size(value, where)
-        for side in size:
+        for side in (size.side,) if isinstance(size, AutoSize) else size:
             _bounds(where, option, side)
         return size
     if option.type is float and isinstance(value, int) and not isinstance(value, bool):

@@ -14,6 +14,7 @@ import numpy as np
 
 from linewatch.bundle import BundleError, bundle_id, read_manifest
 from linewatch.engines.base import NetworkIO
+from linewatch.features.align import Aligner
 from linewatch.features.preprocess import RESIZE_POLICY, Preprocessor
 from linewatch.metrics.calibrate import ScoreNormalizer
 from linewatch.models.base import Detector
@@ -41,6 +42,7 @@ class Inspector:
     normalizer: ScoreNormalizer  # image scores: verdict threshold at 0.5
     map_normalizer: ScoreNormalizer  # anomaly maps: region threshold at 0.5
     blur_sigma: float
+    preprocessor: Preprocessor
     _network: Any = field(default=None, repr=False)
 
     @classmethod
@@ -54,14 +56,18 @@ class Inspector:
             calibration = manifest.get("export", {}).get("onnx_int8", {}).get("calibration")
             if calibration is None:
                 raise BundleError(f"{directory} has no int8 network: run export-model {directory} --format onnx --int8")
+        io = NetworkIO.from_section(manifest["network"])
+        align = manifest["preprocess"].get("align")
+        aligner = Aligner.load(directory, align) if align else None
         return cls(
             directory=directory,
             manifest=manifest,
-            io=NetworkIO.from_section(manifest["network"]),
+            io=io,
             detector=load_detector(directory, manifest["detector"], device=device),
             normalizer=ScoreNormalizer.from_dict(calibration),
             map_normalizer=ScoreNormalizer.from_dict(calibration["map"]),
             blur_sigma=float(manifest["postprocess"]["blur_sigma"]),
+            preprocessor=Preprocessor(io.size, io.channels, aligner),
         )
 
     @property
@@ -86,10 +92,6 @@ class Inspector:
     @property
     def image_size(self) -> tuple[int, int]:
         return self.io.size
-
-    @property
-    def preprocessor(self) -> Preprocessor:
-        return Preprocessor(self.io.size, self.io.channels)
 
     def score(self, outputs: dict[str, np.ndarray], timings: dict[str, float] | None = None) -> Prediction:
         return score_outputs(self.detector, outputs, self.io.size, self.blur_sigma, timings)

@@ -54,10 +54,14 @@ def predict_samples(
     """Score samples batch by batch (original images come along for full-resolution metrics).
 
     `timings`, when given, accumulates `inference`: ms spent in the network and scoring (not decoding).
+    Maps come back in each frame's own geometry: an aligned input's map is warped back (`restore`).
     """
     for batch in iter_batches(samples, preprocessor, batch_size):
         start = time.perf_counter()
         prediction = score_outputs(detector, network(batch.inputs), preprocessor.size, sigma)
+        if any(warp is not None for warp in batch.warps):
+            maps = np.stack([preprocessor.restore(m, w) for m, w in zip(prediction.maps, batch.warps, strict=True)])
+            prediction = Prediction(prediction.scores, maps)
         if timings is not None:
             timings["inference"] = timings.get("inference", 0.0) + 1000 * (time.perf_counter() - start)
         yield batch.samples, batch.images, prediction

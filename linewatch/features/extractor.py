@@ -98,8 +98,14 @@ class FeatureExtractor(nn.Module):
             self.channel_index = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images - self.mean) / self.std
-        maps = self.backbone(x)
+        return self.head(self.stages(images))
+
+    def stages(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Normalised images -> the backbone's selected stage outputs, shallow to deep."""
+        return self.backbone((images - self.mean) / self.std)
+
+    def head(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """Backbone stage outputs (shallow to deep) -> patch features; tuning reuses cached stage outputs here."""
         if self.config.aggregate:
             maps = [F.avg_pool2d(m, kernel_size=3, stride=1, padding=1, count_include_pad=False) for m in maps]
         size = maps[0].shape[-2:]

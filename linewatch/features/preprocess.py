@@ -10,9 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from linewatch.features.align import Aligner
 
 RESIZE_POLICY = "stretch; cv2 INTER_LINEAR to a whole multiple m of the size (shrink factor <= 2), then INTER_AREA by m"
 
@@ -37,22 +41,40 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """Resize to (height, width), keep RGB (3 channels) or convert to grey (1), as float32 CHW."""
+    """Resize to (height, width), optionally align to the bundle's reference view, keep RGB (3 channels) or
+    convert to grey (1), as float32 CHW. With alignment, `prepare` also returns the frame's warp, which
+    `restore` uses to bring an anomaly map back to the frame's own geometry."""
 
     size: tuple[int, int]
     channels: int = 3
+    align: Aligner | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The model input and the 2x3 warp (reference -> frame, model pixels) it was aligned with, if any."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} {image.dtype}")
         resized = resize(image, self.size)
+        warp = self.align.warp_matrix(resized) if self.align is not None else None
+        if warp is not None:
+            resized = self.align.apply(resized, warp)
         if self.channels == 1:
-            return cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)[None].astype(np.float32)
-        return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32)
+            return cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)[None].astype(np.float32), warp
+        return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32), warp
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self.prepare(image)[0]
+
+    def restore(self, anomaly_map: np.ndarray, warp: np.ndarray | None) -> np.ndarray:
+        """A map computed on an aligned input, moved back onto the frame (identity without a warp)."""
+        if warp is None:
+            return anomaly_map
+        height, width = anomaly_map.shape
+        return cv2.warpAffine(anomaly_map, warp, (width, height), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
 
     def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return np.stack([self(image) for image in images])

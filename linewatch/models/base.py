@@ -50,4 +50,5 @@ class Fitted:
     network_section: dict[str, Any]
     detector: Detector
     history: list[dict[str, Any]] | None = None
+    aligner: Any = None  # features.align.Aligner when frames are aligned to a reference view (--align ecc)
     training: dict[str, Any] = field(default_factory=dict)  # extra facts for the manifest's training section

@@ -39,6 +39,7 @@ class DetectorSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     quick: Mapping[str, Any] = field(default_factory=dict)
     trained: bool = False  # trained by gradient descent (the epoch loop) rather than fitted on frozen features
+    search: Any = None  # what `inspect-train --tune` varies (components.feature_memory.FeatureSearch), if anything
 
 
 def get_spec(kind: str) -> DetectorSpec:

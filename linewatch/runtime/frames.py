@@ -16,5 +16,6 @@ class Frame:
     path: str | None = None  # file sources: the file, as given
     decode_ms: float = 0.0
     inputs: np.ndarray | None = None  # the model input (CHW float32), prepared in the source's thread
+    warp: np.ndarray | None = None  # alignment warp of the input (maps are moved back with it), if aligned
     preprocess_ms: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # per-stage milliseconds, filled downstream

@@ -83,7 +83,7 @@ class Runtime:
                                    "timeout_s": options.triton_timeout_s, "retry_s": options.triton_retry_s},
                                   self.stop_event)
         self.sources = SourceSet(parse_sources(options.sources, options.watch), queue_size=options.queue_size,
-                                 on_event=self._on_event, prepare=self.inspector.preprocessor)
+                                 on_event=self._on_event, prepare=self.inspector.preprocessor.prepare)
         self.batcher = Batcher(self.sources.get, options.batch, options.max_wait_ms)
         self.publisher = Publisher(options.publish, options.runtime_name, options.send_frames,
                                    connect=options.publish_connect)
@@ -169,6 +169,7 @@ class Runtime:
     def _publish_one(self, frame: Frame, raw: float, amap: np.ndarray, shared: dict[str, float],
                      maps_ms: float) -> None:
         t0 = time.perf_counter()
+        amap = self.inspector.preprocessor.restore(amap, frame.warp)
         map_norm = self.inspector.map_normalizer
         regions = find_regions(amap, map_norm.threshold, frame.image.shape[:2], map_norm,
                                min_area=self.options.min_region_area)

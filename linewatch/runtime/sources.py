@@ -56,7 +56,8 @@ class Capture(Protocol):
 
 
 CaptureFactory = Callable[[str | int], Capture]
-Prepare = Callable[[np.ndarray], np.ndarray]  # decoded RGB frame -> model input, run in the source thread
+# decoded RGB frame -> model input (or (model input, alignment warp)), run in the source thread
+Prepare = Callable[[np.ndarray], np.ndarray | tuple[np.ndarray, np.ndarray | None]]
 
 
 @dataclass
@@ -306,17 +307,19 @@ class SourceRunner:
 
     def _push(self, image: np.ndarray, path: str | None, decode_ms: float) -> bool:
         t_capture = time.time()
-        inputs, preprocess_ms = None, 0.0
+        inputs, warp, preprocess_ms = None, None, 0.0
         if self.prepare is not None:
             start = time.perf_counter()
             try:
                 inputs = self.prepare(image)
+                if isinstance(inputs, tuple):  # Preprocessor.prepare: (model input, alignment warp)
+                    inputs, warp = inputs
             except Exception as exc:
                 self._error(f"frame {self.frames}{f' ({path})' if path else ''} cannot be preprocessed: {exc}")
                 return not self._stop.is_set()
             preprocess_ms = 1000 * (time.perf_counter() - start)
         frame = Frame(self.name, self.frames, image, t_capture, path=path, decode_ms=decode_ms, inputs=inputs,
-                      preprocess_ms=preprocess_ms)
+                      warp=warp, preprocess_ms=preprocess_ms)
         self.frames += 1
         return self.buffer.put(frame, self._stop)
 

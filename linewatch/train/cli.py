@@ -17,7 +17,7 @@ from linewatch.cli_common import friendly_errors, setup_logging
 from linewatch.config import Option
 from linewatch.models.registry import DETECTOR_KINDS
 from linewatch.train.loop import TrainingInterrupted
-from linewatch.train.options import all_options, options_for, resolve_training
+from linewatch.train.options import all_options, explicit_keys, options_for, resolve_training
 
 INTERRUPTED = 130  # the shell's convention for a process ended by Ctrl-C (128 + SIGINT)
 
@@ -54,10 +54,15 @@ def _with_registry_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.command()
 @_with_registry_options
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML file with any of these options.")
+@click.option("--tune", is_flag=True,
+              help="Search backbone, input size, layers and the detector's main options on val-clean first "
+                   "(options you set are held fixed), then train the best [patchcore, padim].")
+@click.option("--budget", type=click.FloatRange(min=0.5), default=None,
+              help="With --tune: minutes for search and final training together (default 10).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @friendly_errors
-def main(config_file: Path | None, quiet: bool, verbose: bool, **cli: Any) -> None:
+def main(config_file: Path | None, tune: bool, budget: float | None, quiet: bool, verbose: bool, **cli: Any) -> None:
     """Fit a detector on the good images of a category and write a model bundle."""
     from linewatch.train.pipeline import train
 
@@ -66,8 +71,19 @@ def main(config_file: Path | None, quiet: bool, verbose: bool, **cli: Any) -> No
         if isinstance(value, str) and all_options()[key][0].type is tuple:
             cli[key] = tuple(part.strip() for part in value.split(",") if part.strip())
     options = resolve_training(config_file, cli)
+    if budget is not None and not tune:
+        raise click.UsageError("--budget applies to --tune only")
     try:
-        result = train(options, progress=not quiet)
+        tuning = None
+        if tune:
+            from linewatch.train.tune import DEFAULT_BUDGET_MIN, run_search, table_lines
+
+            searched = run_search(options, explicit_keys(config_file, cli), budget or DEFAULT_BUDGET_MIN,
+                                  not quiet)
+            click.echo(f"tuning on val-clean ({searched.section['metric']}), {searched.seconds:.0f} s:")
+            click.echo("\n".join("  " + line for line in table_lines(searched.rows)))
+            options, tuning = searched.options, searched.section
+        result = train(options, progress=not quiet, tuning=tuning)
     except TrainingInterrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(INTERRUPTED)

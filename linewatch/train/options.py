@@ -19,7 +19,8 @@ COMMON_OPTIONS: dict[str, Option] = {
     "model": Option(str, "patchcore", choices=DETECTOR_KINDS, help="Detector (default patchcore)."),
     "out": Option(Path, required=True, help="Bundle directory to write."),
     "image_size": Option(ImageSize, (256, 256), minimum=16, maximum=2048,
-                         help="Network input size: 256 (square) or HxW such as 144x256."),
+                         help="Network input size: 256 (square), HxW such as 144x256, or auto[:N] (the training "
+                              "images' median aspect ratio at about N x N pixels, N default 256)."),
     "batch_size": Option(int, 8, minimum=1, help="Images per forward pass / optimisation step."),
     "blur_sigma": Option(float, 4.0, minimum=0.0, help="Anomaly-map Gaussian blur sigma in pixels (default 4)."),
     "threshold_method": Option(str, "f1", choices=("f1", "fpr"), help="Calibration: max F1 or target FPR."),
@@ -69,3 +70,10 @@ def resolve_training(config_file: Path | None, cli: dict[str, Any]) -> dict[str,
         raise ConfigError(f"{key!r} ({given[key]}) does not apply to model {kind!r}; it is an option of "
                           f"{', '.join(known[key][1])}")
     return resolve(schema, config_file, cli)
+
+
+def explicit_keys(config_file: Path | None, cli: dict[str, Any]) -> set[str]:
+    """Options the user set (command line or config file), which `--tune` holds fixed."""
+    known = {key: opt for key, (opt, _) in all_options().items()}
+    from_file = read_config_file(config_file, known) if config_file else {}
+    return {key for key, value in cli.items() if value is not None} | set(from_file)

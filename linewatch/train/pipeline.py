@@ -21,6 +21,7 @@ from linewatch.bundle import write_manifest
 from linewatch.data import DataError, Splits, make_splits, scan_category
 from linewatch.engines.base import NetworkIO
 from linewatch.engines.torch_engine import TorchEngine
+from linewatch.features.geometry import resolve_image_size
 from linewatch.features.preprocess import RESIZE_POLICY, Preprocessor
 from linewatch.metrics.calibrate import calibrate
 from linewatch.models.base import FitContext
@@ -42,10 +43,12 @@ class TrainResult:
     peak_rss_mb: float
 
 
-def train(options: dict[str, Any], progress: bool = True, splits: Splits | None = None) -> TrainResult:
+def train(options: dict[str, Any], progress: bool = True, splits: Splits | None = None,
+          tuning: dict[str, Any] | None = None) -> TrainResult:
     """Fit on train-clean, calibrate on val-clean, write a validated bundle to `options['out']`.
 
     `splits` replaces the split drawn from `options['seed']` (benchmarks keep one split across model seeds).
+    `tuning`, from `inspect-train --tune`, is stored as the manifest's `tuning` section.
     """
     start = time.perf_counter()
     bars = Bars(progress)
@@ -55,6 +58,7 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
     if not splits.val:
         raise DataError(f"{category.root}: val-clean is empty, so no threshold can be calibrated; train/good needs "
                         f"at least 2 images (20% are held out) or test/ needs defective images")
+    options, geometry = resolve_image_size(options, splits.train)
     out = Path(options["out"])
     out.mkdir(parents=True, exist_ok=True)
     splits.to_json(out / "splits.json")
@@ -68,7 +72,7 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
     engine = TorchEngine(fitted.network, io, "cuda" if options["device"] == "cuda" else "cpu")
     labels, scores, map_peaks = [], [], []
     step = bars(len(splits.val), "calibrate")
-    preprocess = Preprocessor(io.size, io.channels)
+    preprocess = Preprocessor(io.size, io.channels, fitted.aligner)
     for samples, _, prediction in predict_samples(engine, fitted.detector, splits.val, preprocess,
                                                   options["blur_sigma"], options["batch_size"], step):
         labels += [s.label for s in samples]
@@ -82,6 +86,10 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
 
     detector_section, detector_files = fitted.detector.save(out)
     files = [save_network(fitted.network, out), *detector_files, "splits.json"]
+    align = None
+    if fitted.aligner is not None:
+        align, reference_file = fitted.aligner.save(out)
+        files.append(reference_file)
     if fitted.history is not None:
         (out / HISTORY_FILE).write_text(json.dumps(fitted.history, indent=1) + "\n")
         files.append(HISTORY_FILE)
@@ -91,7 +99,8 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
         "network": fitted.network_section,
         "preprocess": {"input": "RGB uint8", "resize": RESIZE_POLICY,
                        "channels": "RGB" if io.channels == 3 else "grey (cv2 RGB2GRAY after the resize)",
-                       "layout": "NCHW float32 0..255", "normalization": "inside the network"},
+                       "layout": "NCHW float32 0..255", "normalization": "inside the network",
+                       "geometry": geometry, **({"align": align} if align else {})},
         "postprocess": {"blur_sigma": options["blur_sigma"], "map_size": list(io.size)},
         "calibration": {**normalizer.to_dict(), "method": method, "target_fpr": options["target_fpr"],
                         "val_images": len(labels), "val_defective": int(sum(labels)), "map": map_normalizer.to_dict()},
@@ -100,6 +109,8 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
                      "fit_seconds": round(fit_seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
                      "torch": torch.__version__, "options": _jsonable(options), **fitted.training},
     }
+    if tuning is not None:
+        manifest["tuning"] = tuning
     manifest = write_manifest(out, manifest, files)
     return TrainResult(out, manifest, seconds, peak_rss_mb())
 

@@ -4,6 +4,7 @@ statistics of its training features. Shared options, the network section and the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,8 +20,33 @@ FEATURE_OPTIONS: dict[str, Option] = {
     "weights": Option(str, "default", help="'default' (packaged / torch hub cache), 'none' (random) or a file."),
     "layers": Option(tuple, None, help="Comma-separated feature layers, e.g. layer2,layer3."),
     "projection_dims": Option(int, None, minimum=8, help="Project features to this many dims (default: none)."),
+    "align": Option(str, "none", choices=("none", "ecc", "ecc-affine"),
+                    help="Align each frame to a reference training view before the network (OpenCV ECC; ecc: "
+                         "rotation + shift, ecc-affine: also scale and shear); maps are moved back onto the frame."),
 }
 ARCHITECTURE = "feature_extractor"
+
+
+@dataclass(frozen=True)
+class FeatureSearch:
+    """What `inspect-train --tune` may vary for a feature-memory detector, and its two halves, so the search
+    fits candidates on cached backbone outputs with the same code `inspect-train` runs.
+
+    `config(options)` gives the FeatureConfig; `fit(options, feature batches, bars)` the fitted scorer;
+    `layers` are the layer sets tried (stage 1, with every backbone and input size); `grid` maps the
+    detector's own options to the values tried around the best features (stage 2); `cost` scales a
+    measured candidate's seconds to another's, so the budget can skip what it cannot afford.
+    """
+
+    config: Callable[[dict[str, Any]], Any]
+    fit: Callable[[dict[str, Any], Iterator[np.ndarray], Any], Detector]
+    layers: tuple[tuple[str, ...], ...]
+    grid: dict[str, tuple[Any, ...]]
+    cost: Callable[[dict[str, Any]], float] | None = None  # relative fit + scoring cost, for the budget
+    aligns: tuple[str, ...] = ("none",)  # --align values tried in stage 1 (each one a feature extraction)
+
+    def relative_cost(self, options: dict[str, Any]) -> float:
+        return float(self.cost(options)) if self.cost else 1.0
 
 
 def feature_config(options: dict[str, Any], default_layers: tuple[str, ...], aggregate: bool,
@@ -58,10 +84,11 @@ def fit_feature_memory(
 
     torch.manual_seed(context.options["seed"])
     extractor, weights = build_extractor(config, context.options["weights"])
+    aligner = aligner_for(context.options, context.splits.train, config.image_size)
     step = context.bars(len(context.splits.train), "features")
 
     def train_features() -> Iterator[np.ndarray]:
-        preprocess = Preprocessor(config.image_size)
+        preprocess = Preprocessor(config.image_size, align=aligner)
         for batch in iter_batches(context.splits.train, preprocess, context.options["batch_size"]):
             yield run_network(extractor, batch.inputs, "cpu", ("features",))["features"]
             step(len(batch.samples))
@@ -74,4 +101,13 @@ def fit_feature_memory(
         {"mean": list(spec.mean), "std": list(spec.std), "where": "inside the network"},
         pretrained={"source": weights.source, "sha256": weights.sha256},
     )
-    return Fitted(network=extractor, network_section=section, detector=detector)
+    return Fitted(network=extractor, network_section=section, detector=detector, aligner=aligner)
+
+
+def aligner_for(options: dict[str, Any], train: Any, size: tuple[int, int]) -> Any:
+    """The reference-view aligner `--align` asks for, built from train-clean at the model size, or None."""
+    if options.get("align", "none") == "none":
+        return None
+    from linewatch.features.align import reference_from_samples
+
+    return reference_from_samples(train, size, options["align"])

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from linewatch.config import Option
 from linewatch.models.base import Detector, FitContext, Fitted
 from linewatch.models.components.feature_memory import (
     FEATURE_OPTIONS,
+    FeatureSearch,
     build_feature_network,
     feature_config,
     fit_feature_memory,
@@ -17,6 +21,8 @@ from linewatch.models.patchcore.knn import INDEX_TYPES
 from linewatch.models.registry import DetectorSpec
 
 DEFAULT_LAYERS = ("layer2", "layer3")
+SEARCH_LAYERS = (DEFAULT_LAYERS, ("layer2", "layer3", "layer4"), ("layer3", "layer4"))
+SEARCH_GRID = {"coreset_ratio": (0.01, 0.05, 0.1), "projection_dims": (None, 128)}
 
 OPTIONS: dict[str, Option] = {
     **FEATURE_OPTIONS,
@@ -29,18 +35,23 @@ OPTIONS: dict[str, Option] = {
 }
 
 
-def fit(context: FitContext) -> Fitted:
+def config_of(options: dict[str, Any]) -> Any:
+    return feature_config(options, DEFAULT_LAYERS, aggregate=True)
+
+
+def fit_features(options: dict[str, Any], features: Iterator[np.ndarray], bars: Any) -> Detector:
     from linewatch.models.patchcore.model import PatchCore, PatchCoreParams
 
-    options = context.options
     params = PatchCoreParams(
         coreset_ratio=options["coreset_ratio"], coreset_dims=options["coreset_dims"], k=options["knn"],
         index=options["index"], reweight=options["reweight"], seed=options["seed"],
     )
-    config = feature_config(options, DEFAULT_LAYERS, aggregate=True)
-    return fit_feature_memory(
-        context, config, lambda features: PatchCore.fit(features, params, progress=context.bars,
-                                                        device=options["device"]))
+    return PatchCore.fit(features, params, progress=bars, device=options["device"])
+
+
+def fit(context: FitContext) -> Fitted:
+    return fit_feature_memory(context, config_of(context.options),
+                              lambda features: fit_features(context.options, features, context.bars))
 
 
 def load(directory: Path, section: dict[str, Any], device: str) -> Detector:
@@ -57,4 +68,6 @@ SPEC = DetectorSpec(
     build_network=build_feature_network,
     options=OPTIONS,
     quick={"weights": "none", "coreset_ratio": 0.1},
+    search=FeatureSearch(config_of, fit_features, layers=SEARCH_LAYERS, grid=SEARCH_GRID,
+                         cost=lambda options: max(1.0, options["coreset_ratio"] / 0.01)),
 )

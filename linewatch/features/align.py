@@ -1,0 +1,133 @@
+"""Optional alignment of every frame to a reference view (OpenCV ECC, rotation + translation).
+
+Detectors with per-position statistics (PaDiM) need the part where the training parts were. With
+`--align ecc`, training picks a reference (the training image closest to the mean image, as a small
+grey thumbnail of about `THUMB_SIDE`^2 pixels); the shared preprocessing then estimates each frame's
+rotation and shift against it with ECC (coarse to fine, `LEVELS` pyramid levels) and warps the resized
+frame back. The reference and the settings are stored in the bundle, so evaluation, export checks and the
+runtime align exactly as training did. A frame ECC cannot register (no convergence, or a motion beyond
+`MAX_ANGLE_DEG` / `MAX_SHIFT` / `MIN_AREA`) is scored as it is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from linewatch.bundle import BundleError
+from linewatch.data import Sample, read_image
+
+ALIGN_METHODS = ("none", "ecc", "ecc-affine")
+MOTIONS = {"ecc": ("euclidean", cv2.MOTION_EUCLIDEAN), "ecc-affine": ("affine", cv2.MOTION_AFFINE)}
+REFERENCE_FILE = "align_reference.npy"
+THUMB_SIDE = 64  # registration runs on ~64 x 64 grey thumbnails (256 px input: 1/4)
+LEVELS = 2  # pyramid levels: half the thumbnail, then the thumbnail
+ITERATIONS = 40
+EPS = 1e-4
+MAX_ANGLE_DEG = 30.0
+MAX_SHIFT = 0.25  # of the image side
+MIN_AREA = 0.6  # affine: the warp may change the area by at most this factor either way
+REFERENCE_IMAGES = 64
+
+
+def downscale_for(size: tuple[int, int]) -> int:
+    """Integer factor that brings a model input to about THUMB_SIDE^2 pixels."""
+    return max(1, round(math.sqrt(size[0] * size[1]) / THUMB_SIDE))
+
+
+def thumbnail(image: np.ndarray, scale: int) -> np.ndarray:
+    """Model-size RGB uint8 -> grey float32 at 1/scale (area average)."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    size = (max(8, image.shape[1] // scale), max(8, image.shape[0] // scale))
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class Aligner:
+    """Registers model-size frames to `reference` (grey, 1/`downscale` of the model size)."""
+
+    reference: np.ndarray
+    downscale: int
+    method: str = "ecc"  # "ecc": rotation + shift; "ecc-affine": also scale, aspect and shear
+    pyramid: list[np.ndarray] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.method not in MOTIONS:
+            raise ValueError(f"unknown alignment {self.method!r}; choose one of {', '.join(MOTIONS)}")
+        levels = [self.reference]
+        for _ in range(LEVELS - 1):
+            levels.insert(0, cv2.pyrDown(levels[0]))
+        object.__setattr__(self, "pyramid", levels)
+
+    def warp_matrix(self, image: np.ndarray) -> np.ndarray | None:
+        """The 2x3 warp from reference to frame coordinates (model pixels), or None."""
+        frame = thumbnail(image, self.downscale)
+        frames = [frame]
+        for _ in range(LEVELS - 1):
+            frames.insert(0, cv2.pyrDown(frames[0]))
+        warp = np.eye(2, 3, dtype=np.float32)
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ITERATIONS, EPS)
+        for level, (template, current) in enumerate(zip(self.pyramid, frames, strict=True)):
+            if level:
+                warp[:, 2] *= 2
+            try:
+                _, warp = cv2.findTransformECC(template, current, warp, MOTIONS[self.method][1], criteria, None, 3)
+            except cv2.error:
+                return None
+        warp[:, 2] *= self.downscale
+        angle = math.degrees(math.atan2(float(warp[1, 0]), float(warp[0, 0])))
+        shift = np.abs(warp[:, 2]) / np.array(image.shape[1::-1][:2], dtype=np.float32)
+        area = float(np.linalg.det(warp[:, :2]))
+        if abs(angle) > MAX_ANGLE_DEG or (shift > MAX_SHIFT).any() or not MIN_AREA < area < 1 / MIN_AREA:
+            return None
+        return warp
+
+    def apply(self, image: np.ndarray, warp: np.ndarray) -> np.ndarray:
+        """Model-size image -> the same frame rotated and shifted onto the reference."""
+        height, width = image.shape[:2]
+        return cv2.warpAffine(image, warp, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    def save(self, directory: Path) -> tuple[dict[str, Any], str]:
+        np.save(Path(directory) / REFERENCE_FILE, self.reference, allow_pickle=False)
+        section = {"method": self.method, "motion": MOTIONS[self.method][0], "reference": REFERENCE_FILE,
+                   "downscale": self.downscale,
+                   "levels": LEVELS, "iterations": ITERATIONS, "eps": EPS, "max_angle_deg": MAX_ANGLE_DEG,
+                   "max_shift": MAX_SHIFT}
+        return section, REFERENCE_FILE
+
+    @classmethod
+    def load(cls, directory: Path, section: dict[str, Any]) -> Aligner:
+        expected = {"levels": LEVELS, "iterations": ITERATIONS, "eps": EPS}
+        differs = {k: section.get(k) for k in expected if section.get(k) != expected[k]}
+        if differs:
+            raise BundleError(f"{directory}: alignment settings {differs} differ from this linewatch's {expected}; "
+                             f"retrain it with inspect-train")
+        reference = np.load(Path(directory) / section["reference"], allow_pickle=False)
+        return cls(reference, int(section["downscale"]), section["method"])
+
+
+def reference_from_samples(samples: Sequence[Sample], size: tuple[int, int], method: str = "ecc",
+                           limit: int = REFERENCE_IMAGES) -> Aligner:
+    """The reference of up to `limit` training images, evenly spaced over the sorted split."""
+    from linewatch.features.preprocess import resize
+
+    picks = np.unique(np.linspace(0, len(samples) - 1, min(limit, len(samples))).round().astype(int))
+    return build_reference([resize(read_image(samples[i].path), size) for i in picks], method)
+
+
+def build_reference(images: Sequence[np.ndarray], method: str = "ecc") -> Aligner:
+    """Reference = the thumbnail of the image closest to the mean thumbnail (a sharp, typical view)."""
+    if not images:
+        raise ValueError("alignment needs at least one training image")
+    scale = downscale_for(images[0].shape[:2])
+    thumbs = np.stack([thumbnail(image, scale) for image in images])
+    mean = thumbs.mean(axis=0)
+    closest = int(np.argmin(((thumbs - mean) ** 2).sum(axis=(1, 2))))
+    return Aligner(thumbs[closest].copy(), scale, method)

@@ -1,0 +1,120 @@
+"""--align ecc: registration accuracy, maps moved back onto the frame, bundle round trip, regions in frame pixels."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from linewatch.bundle import BundleError, read_manifest
+from linewatch.data.synthetic import make_synthetic_category
+from linewatch.evaluate.cli import main as eval_main
+from linewatch.features.align import REFERENCE_FILE, Aligner, build_reference
+from linewatch.features.preprocess import Preprocessor
+from linewatch.inspector import Inspector
+from linewatch.train.cli import main as train_main
+
+
+def _part(size: int = 128, seed: int = 0) -> np.ndarray:
+    """An asymmetric textured part, so rotation and shift are both observable."""
+    rng = np.random.default_rng(seed)
+    image = cv2.GaussianBlur(rng.uniform(0, 255, (size, size, 3)).astype(np.float32), (0, 0), 2)
+    cv2.rectangle(image, (30, 40), (90, 70), (250, 200, 40), -1)
+    cv2.circle(image, (85, 95), 14, (20, 60, 220), -1)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _moved(image: np.ndarray, angle: float, shift: tuple[float, float], scale: float = 1.0) -> np.ndarray:
+    h, w = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    matrix[:, 2] += shift
+    return cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REFLECT_101)
+
+
+@pytest.mark.parametrize(("angle", "shift"), [(7.0, (6.0, -4.0)), (-9.0, (-8.0, 5.0)), (0.0, (0.0, 0.0))])
+def test_ecc_recovers_rotation_and_shift(angle: float, shift: tuple[float, float]) -> None:
+    reference = _part()
+    aligner = build_reference([reference])
+    warp = aligner.warp_matrix(_moved(reference, angle, shift))
+    assert warp is not None
+    assert math.degrees(math.atan2(warp[1, 0], warp[0, 0])) == pytest.approx(-angle, abs=0.5)
+    aligned = aligner.apply(_moved(reference, angle, shift), warp)
+    inner = (slice(24, 104), slice(24, 104))
+    before = np.abs(_moved(reference, angle, shift)[inner].astype(float) - reference[inner]).mean()
+    after = np.abs(aligned[inner].astype(float) - reference[inner]).mean()
+    assert after < 6 and (after < before / 3 or before < 1)
+
+
+def test_affine_alignment_also_undoes_a_change_of_scale() -> None:
+    reference = _part()
+    frame = _moved(reference, 5.0, (4.0, 3.0), scale=1.08)
+    warp = build_reference([reference], "ecc-affine").warp_matrix(frame)
+    assert warp is not None and np.linalg.det(warp[:, :2]) == pytest.approx(1.08**2, rel=0.03)
+    euclidean = build_reference([reference]).warp_matrix(frame)
+    assert euclidean is not None and np.linalg.det(euclidean[:, :2]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_frame_that_cannot_be_registered_is_left_as_it_is() -> None:
+    aligner = build_reference([_part()])
+    flat = np.full((128, 128, 3), 90, np.uint8)
+    assert aligner.warp_matrix(flat) is None
+    preprocess = Preprocessor((128, 128), align=aligner)
+    inputs, warp = preprocess.prepare(flat)
+    assert warp is None and np.array_equal(inputs, Preprocessor((128, 128))(flat))
+
+
+def test_restore_puts_a_map_back_where_the_frame_had_it() -> None:
+    reference = _part()
+    preprocess = Preprocessor((128, 128), align=build_reference([reference]))
+    frame = _moved(reference, 8.0, (10.0, -6.0))
+    marked = frame.copy()
+    cv2.circle(marked, (40, 90), 5, (255, 255, 255), -1)  # a "defect" at (40, 90) in frame pixels
+    inputs, warp = preprocess.prepare(marked)
+    aligned_map = (inputs.mean(axis=0) - preprocess(frame).mean(axis=0)) ** 2  # where the defect is, aligned
+    restored = preprocess.restore(aligned_map.astype(np.float32), warp)
+    y, x = np.unravel_index(np.argmax(restored), restored.shape)
+    assert abs(x - 40) <= 3 and abs(y - 90) <= 3
+
+
+def test_aligner_settings_that_differ_are_refused(tmp_path: Path) -> None:
+    section, name = build_reference([_part()]).save(tmp_path)
+    assert name == REFERENCE_FILE and Aligner.load(tmp_path, section).reference.shape == (64, 64)
+    with pytest.raises(BundleError, match="alignment settings"):
+        Aligner.load(tmp_path, {**section, "iterations": 5})
+
+
+def test_aligned_padim_bundle_reports_regions_on_the_rotated_frame(tmp_path: Path) -> None:
+    category = make_synthetic_category(tmp_path / "cat", size=96, n_train=24, n_test_good=4, n_test_defect=3)
+    bundle = tmp_path / "padim"
+    result = CliRunner().invoke(train_main, ["--data", str(category), "--out", str(bundle), "--model", "padim",
+                                             "--image-size", "96", "--padim-dims", "40", "--align", "ecc",
+                                             "--quiet"])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(bundle)
+    assert manifest["preprocess"]["align"]["method"] == "ecc" and REFERENCE_FILE in manifest["files"]
+    inspector = Inspector.from_bundle(bundle)
+    assert inspector.preprocessor.align is not None
+
+    # A defective part rotated by 8 degrees: its map must come back in the rotated frame's pixels.
+    image = cv2.cvtColor(cv2.imread(str(next((category / "test" / "hole").glob("*.png")))), cv2.COLOR_BGR2RGB)
+    mask = cv2.imread(str(next((category / "ground_truth" / "hole").glob("*.png"))), cv2.IMREAD_GRAYSCALE)
+    frame, frame_mask = _moved(image, 8.0, (4.0, -3.0)), _moved(mask, 8.0, (4.0, -3.0)) > 127
+    inputs, warp = inspector.preprocessor.prepare(frame)
+    assert warp is not None
+    prediction = inspector.score(inspector.reference_engine()(inputs[None]))
+    restored = inspector.preprocessor.restore(prediction.maps[0], warp)
+    y, x = np.unravel_index(np.argmax(restored), restored.shape)
+    ys, xs = np.nonzero(frame_mask)
+    assert ys.min() - 6 <= y <= ys.max() + 6 and xs.min() - 6 <= x <= xs.max() + 6
+
+    report = tmp_path / "report"
+    result = CliRunner().invoke(eval_main, ["--bundle", str(bundle), "--data", str(category), "--out", str(report),
+                                            "--split", "all", "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["image_auroc"] > 0.85 and metrics["pixel_auroc"] > 0.8
