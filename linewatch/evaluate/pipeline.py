@@ -13,6 +13,7 @@ import numpy as np
 
 from linewatch.data import Category, DataError, Sample, Splits, read_image, read_mask, scan_category
 from linewatch.evaluate import report
+from linewatch.evaluate.masks import defect_type_metrics, mask_metrics
 from linewatch.evaluate.report import ExampleItem
 from linewatch.inspector import Inspector
 from linewatch.metrics import auprc, auroc, classification_report, pixel_auroc, pro_area, pro_curve
@@ -85,6 +86,7 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
     scored: list[Scored] = []
     masks: list[np.ndarray] = []
     maps: list[np.ndarray] = []
+    truth_defects: list[str] = []  # the defect type of each mask
     for batch_samples, images, prediction in predict_samples(
         engine, inspector.detector, samples, inspector.preprocessor, inspector.blur_sigma, batch_size,
         bars(len(samples), "evaluate"),
@@ -102,6 +104,7 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
                 shape = image.shape[:2]
                 masks.append(np.zeros(shape, bool) if sample.mask is None else read_mask(sample.mask, shape))
                 maps.append(full)
+                truth_defects.append(sample.defect)
     bars.close()
     seconds = time.perf_counter() - start
 
@@ -133,18 +136,34 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
         if both and (labels[keep] == 0).any():
             per_defect[defect] = auroc(labels[keep], scores[keep])
     metrics["image_auroc_per_defect"] = per_defect
+    defect_types = inspector.defect_types
+    metrics["pixel_threshold"] = defect_types.threshold if defect_types else None
+    metrics["mask_metrics"] = mask_metrics(defect_types, truth_defects, masks, maps) if has_pixels else None
+    classes = defect_type_metrics(defect_types, [s.sample.defect for s in scored], [s.small_map for s in scored],
+                                  [s.score >= threshold for s in scored])
+    predicted = classes.pop("predicted") if classes else None
+    metrics["defect_types"] = classes
 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     with open(out / "scores.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "score"])
         writer.writerows([s.sample.rel, s.sample.label, f"{s.score:.9g}"] for s in scored)
+    if predicted:
+        with open(out / "defect_types.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "defect", "predicted"])
+            writer.writerows([s.sample.rel, s.sample.defect, p] for s, p in zip(scored, predicted, strict=True))
     if both:
         report.plot_roc(labels, scores, out / "roc.png")
         report.plot_pr(labels, scores, out / "pr.png")
     report.plot_score_histogram(labels, scores, threshold, out / "score_histogram.png")
     if has_pixels:
         report.plot_pro(fpr, pro, out / "pro.png")
+    if classes:
+        report.plot_confusion(classes["labels"], classes["confusion"], out / "confusion.png",
+                              f"defect types: accuracy {classes['accuracy']:.3f}, "
+                              f"good vs defective {classes['binary_accuracy']:.3f}")
     chosen = _pick_examples(scored, threshold)
     report.plot_examples(_example_items(chosen, inspector.image_size, threshold), out / "examples.png")
     return metrics

@@ -1,4 +1,5 @@
-"""PNG plots for an evaluation report: ROC, PR, score histogram, PRO curve and an example grid.
+"""PNG plots for an evaluation report: ROC, PR, score histogram, PRO curve, defect-type confusion matrix and an
+example grid.
 
 Uses the non-interactive Agg backend so reports render on headless CI and line PCs.
 """
@@ -105,6 +106,25 @@ def plot_pro(fpr: np.ndarray, pro: np.ndarray, path: str | Path, fpr_limit: floa
         ax.set(xlim=(0, fpr_limit), ylim=(0, 1.02), xlabel="pixel false-positive rate")
         ax.set_ylabel("per-region overlap")
         ax.set_title(f"PRO curve (PRO@{fpr_limit:g} = {score:.4f})")
+    return Path(path)
+
+
+def plot_confusion(labels: Sequence[str], confusion: Sequence[Sequence[int]], path: str | Path,
+                   title: str = "") -> Path:
+    """Confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+    matrix = np.asarray(confusion)
+    side = 1.2 + 0.9 * len(labels)
+    with _figure(path, figsize=(side + 1.5, side)) as axes:
+        ax = axes[0, 0]
+        image = ax.imshow(matrix, cmap="Blues")
+        ax.figure.colorbar(image, ax=ax, fraction=0.046)
+        ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xlabel="predicted", ylabel="true")
+        ax.set_xticklabels(labels, rotation=45, ha="right")
+        ax.set_yticklabels(labels)
+        for (row, col), count in np.ndenumerate(matrix):
+            ax.text(col, row, str(count), ha="center", va="center",
+                    color="white" if count > matrix.max() / 2 else "black")
+        ax.set_title(title or "confusion matrix", fontsize=9)
     return Path(path)
 
 
