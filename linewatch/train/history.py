@@ -40,15 +40,15 @@ def write_frame(folder: Path, epoch: int, inputs: torch.Tensor, reconstructions:
     return path
 
 
-def write_gif(folder: Path, milliseconds: int = 500) -> Path | None:
+def write_gif(folder: Path, milliseconds: int = 500, frames_dir: str = FRAMES, name: str = GIF) -> Path | None:
     """Assemble every saved frame (also those written before a resume) into one looping GIF."""
     from PIL import Image
 
-    frames = sorted((Path(folder) / FRAMES).glob("epoch-*.png"))
+    frames = sorted((Path(folder) / frames_dir).glob("epoch-*.png"))
     if not frames:
         return None
     images = [Image.open(f).convert("RGB") for f in frames]
-    path = Path(folder) / GIF
+    path = Path(folder) / name
     images[0].save(path, save_all=True, append_images=images[1:], duration=milliseconds, loop=0)
     return path
 
