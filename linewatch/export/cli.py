@@ -57,6 +57,7 @@ def main(bundle: Path, fmt: str, fp16: bool, max_batch: int, opset: int, images:
     if fmt == "trt" and (problem := tensorrt_problem()):
         raise EngineUnavailable(problem)
     inspector = Inspector.from_bundle(bundle)
+    inspector.check_streamable()
     manifest = inspector.manifest
     samples = parity_samples(bundle, manifest, inspector.preprocessor, images)
     if samples.warning:
