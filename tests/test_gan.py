@@ -160,3 +160,24 @@ def test_residual_kinds() -> None:
     assert both == pytest.approx((residual_maps(x, y, "abs") + residual_maps(x, y, "ssim")) / 2)
     with pytest.raises(ValueError, match="residual"):
         residual_maps(x, y, "l2")
+
+
+def test_training_time_scorer_follows_the_generator(tmp_path: Path) -> None:
+    from linewatch.models.gan.fit import LiveBankScorer
+
+    size = (8, 8)
+    network = EmbeddingNetwork(embedding_params(size, 3, "pixels"))
+    options = _options(critic_steps=1, bank_size=12)
+    model = GanModel(size, options, network, tmp_path)
+    live = LiveBankScorer(options)
+    live.model = model
+    with torch.no_grad():
+        outputs = {k: v.numpy() for k, v in zip(("embedding", "pixels"), network(torch.rand(3, 3, *size) * 255),
+                                                 strict=True)}
+    first = live.patch_scores(outputs)
+    bank = live._current().images
+    assert bank.shape == (12, 3, *size) and np.array_equal(live.patch_scores(outputs), first)
+    model.train_step(_toy_batches(1, size)[0])  # a generator step: the bank is regenerated
+    assert not np.array_equal(live._current().images, bank)
+    with pytest.raises(RuntimeError, match="not saved"):
+        live.save(tmp_path)
