@@ -5,16 +5,11 @@ feature diversity, and how well good validation images find a match."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from linewatch.models.gan.quality import COLLAPSE
-
-
-def _series(history: list[dict[str, Any]], group: str) -> dict[str, list[float | None]]:
-    keys = sorted({k for record in history for k in record.get(group, {})})
-    return {k: [record.get(group, {}).get(k) for record in history] for k in keys}
+from linewatch.train.history import finish_plot, series
 
 
 def _line(ax: Any, epochs: list[int], values: list[float | None], *args: Any, **kwargs: Any) -> None:
@@ -30,8 +25,8 @@ def plot_gan_history(history: list[dict[str, Any]], path: Path, title: str = "")
     import matplotlib.pyplot as plt
 
     epochs = [record["epoch"] for record in history]
-    data = {"epochs": epochs, "train": _series(history, "train"), "val": _series(history, "val"),
-            "reconstruction": _series(history, "reconstruction"), "extra": _series(history, "extra"),
+    data = {"epochs": epochs, "train": series(history, "train"), "val": series(history, "val"),
+            "reconstruction": series(history, "reconstruction"), "extra": series(history, "extra"),
             "val_auroc": [record.get("val_auroc") for record in history],
             "best_epochs": [record["epoch"] for record in history if record.get("best")]}
     train, extra = data["train"], data["extra"]
@@ -78,14 +73,4 @@ def plot_gan_history(history: list[dict[str, Any]], path: Path, title: str = "")
     _line(ax, epochs, data["reconstruction"].get("mad", []), label="val good: mean |x - nearest sample|")
     ax.set(title="how well good images are matched (lower is better)", xlabel="epoch")
     ax.legend(fontsize=7)
-    for ax in axes.flat:
-        for epoch in data["best_epochs"][-1:]:
-            ax.axvline(epoch, color="grey", lw=0.8, ls=":")
-    fig.suptitle(title or "GAN training history")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    path.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
-    return data
+    return finish_plot(fig, axes, data, path, title or "GAN training history")
