@@ -11,7 +11,6 @@ its nearest image among a fixed-noise pool of samples (lower: good parts are rep
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from linewatch.models.gan.loss import GP_WEIGHT, critic_terms, generator_loss, g
 from linewatch.models.gan.network import Critic, Generator
 from linewatch.models.network import network_section
 
-log = logging.getLogger(__name__)
 ADAM = {"wgan-gp": {"lr": 1e-4, "betas": (0.0, 0.9)}, "dcgan": {"lr": 2e-4, "betas": (0.5, 0.999)}}
 CRITIC_STEPS = {"wgan-gp": 5, "dcgan": 1}
 ARCHITECTURE = "gan_embedding"
@@ -37,10 +35,12 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
-def match_residual(x: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
-    """(N,) mean of the detector's default residual, (|x - m| + 1 - SSIM(x, m)) / 2, on [0, 1] images."""
+def match_residual(x: torch.Tensor, match: torch.Tensor, kind: str) -> torch.Tensor:
+    """(N,) mean of the detector's residual (`scorer.residual_maps`: |x - m|, 1 - SSIM or their mean) on [0, 1]."""
     absolute = (x - match).abs().mean(dim=1, keepdim=True)
-    return ((absolute + 1.0 - ssim_map(x, match)) / 2).mean(dim=(1, 2, 3))
+    dissimilarity = 1.0 - ssim_map(x, match)
+    residual = {"abs": absolute, "ssim": dissimilarity, "abs+ssim": (absolute + dissimilarity) / 2}[kind]
+    return residual.mean(dim=(1, 2, 3))
 
 
 class GanModel:
@@ -48,7 +48,7 @@ class GanModel:
 
     def __init__(self, size: tuple[int, int], options: dict[str, Any], network: torch.nn.Module,
                  training_dir: Path) -> None:
-        self.size, self.loss = size, options["gan_loss"]
+        self.size, self.loss, self.residual = size, options["gan_loss"], options["residual"]
         self.generator_params = {"size": list(size), "channels": options["channels"],
                                  "latent": options["latent_size"], "base_channels": options["base_channels"],
                                  "upsampling": options["upsampling"]}
@@ -142,7 +142,7 @@ class GanModel:
 
     def validation_losses(self, batch: torch.Tensor) -> dict[str, float]:
         x = batch / 255.0
-        return {"loss": float(match_residual(x, self.reconstruct(batch)).mean())}
+        return {"loss": float(match_residual(x, self.reconstruct(batch), self.residual).mean())}
 
     def extra_metrics(self, epoch: int, data: Any, saved: bool) -> dict[str, float]:
         return self.quality.measure(epoch, data, saved)
