@@ -7,7 +7,8 @@
   embedding  one bundle's bank searched with downsampled pixels vs pooled Lite0 features: match quality
              on good test images and the detector's image / pixel AUROC and PRO with each
   compare    inspect-eval on bundles of any detectors: image / pixel AUROC, PRO, mask metrics, binary and
-             multi-class (defect-type) accuracy with the bundle's verdict gate and the mask gate
+             multi-class (defect-type) accuracy with the bundle's verdict gate and the mask gate;
+             BUNDLE@N evaluates a GAN bundle with N AnoGAN latent-refinement steps
 
 Examples (the README's tables):
   python tools/bench_gan.py steps
@@ -154,6 +155,20 @@ def embedding(args: argparse.Namespace) -> None:
     _write(f"embedding-{Path(args.bundle).name}", rows)
 
 
+def refined_copy(bundle: Path, steps: int, out: Path) -> Path:
+    """A copy of a GAN bundle whose scorer refines every match with `steps` AnoGAN steps."""
+    import shutil
+
+    from linewatch.bundle import read_manifest, write_manifest
+
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(bundle, out, ignore=shutil.ignore_patterns("training", "checkpoints"))
+    manifest = read_manifest(out)
+    manifest["detector"]["refine_steps"] = steps
+    write_manifest(out, manifest, list(manifest["files"]))
+    return out
+
+
 def compare(args: argparse.Namespace) -> None:
     from linewatch.evaluate.pipeline import evaluate
 
@@ -161,6 +176,9 @@ def compare(args: argparse.Namespace) -> None:
     for item in args.pairs:
         name, rest = item.split("=", 1)
         bundle, data = rest.split(":", 1)
+        if "@" in bundle:  # BUNDLE@N: the GAN bundle with N AnoGAN refinement steps
+            bundle, steps = bundle.split("@")
+            bundle = str(refined_copy(Path(bundle), int(steps), OUT / "refined" / name))
         metrics = evaluate(Path(bundle), Path(data), OUT / "eval" / name, progress=False)
         masks, classes = metrics["mask_metrics"] or {}, metrics["defect_types"] or {}
         rows.append({"run": name, "model": metrics["model"].split("-")[0], "image_auroc": metrics["image_auroc"],
@@ -192,7 +210,7 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.set_defaults(run=embedding)
     p = sub.add_parser("compare")
-    p.add_argument("pairs", nargs="+", help="NAME=BUNDLE:DATA")
+    p.add_argument("pairs", nargs="+", help="NAME=BUNDLE:DATA, or NAME=BUNDLE@N:DATA for N AnoGAN refinement steps")
     p.set_defaults(run=compare)
     args = parser.parse_args()
     args.run(args)
