@@ -112,3 +112,14 @@ def test_defect_types_pick_the_most_similar_reference_mask_and_round_trip(tmp_pa
     assert DefectTypes.load(tmp_path, None) is None
     bare = DefectTypes(0.5, {"method": "3sigma"})
     assert not bare.can_classify and bare.save(tmp_path)[0]["classifier"] is None
+
+
+def test_classifier_similarities_equal_mask_similarity_of_every_reference() -> None:
+    rng = np.random.default_rng(1)
+    references = rng.random((5, 24, 32)) > 0.7
+    classifier = DefectTypes(0.5, {}, references, ("a", "b", "a", "c", "b"))
+    amap = rng.random((24, 32)).astype(np.float32)
+    expected: dict[str, float] = {}
+    for label, mask in zip(classifier.labels, references, strict=True):
+        expected[label] = max(expected.get(label, -1.0), mask_similarity(amap >= 0.5, mask)["combined"])
+    assert classifier.similarities(amap) == pytest.approx(expected, abs=1e-6)

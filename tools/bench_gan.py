@@ -6,6 +6,7 @@
              energy of the samples relative to real images, seconds
   embedding  one bundle's bank searched with downsampled pixels vs pooled Lite0 features: match quality
              on good test images and the detector's image / pixel AUROC and PRO with each
+  docs       README assets of a GAN bundle: training plot, sample GIF across epochs, generated grid
   compare    inspect-eval on bundles of any detectors: image / pixel AUROC, PRO, mask metrics, binary and
              multi-class (defect-type) accuracy with the bundle's verdict gate and the mask gate;
              BUNDLE@N evaluates a GAN bundle with N AnoGAN latent-refinement steps
@@ -191,6 +192,32 @@ def compare(args: argparse.Namespace) -> None:
     _write("compare", rows)
 
 
+def docs(args: argparse.Namespace) -> None:
+    """Small README assets of a trained GAN bundle: its training plot, a 16-sample GIF across the saved epochs
+    and a grid of 16 generated images at the trained size."""
+    import cv2
+    from PIL import Image
+
+    from linewatch.models.gan.generate import generate_images, load_generator
+    from linewatch.models.gan.quality import SAMPLES_DIR, TILE
+
+    bundle, out = Path(args.bundle), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot = cv2.imread(str(bundle / "training" / "history.png"))
+    cv2.imwrite(str(out / f"{args.name}-history.png"), cv2.resize(plot, None, fx=0.8, fy=0.8,
+                                                                   interpolation=cv2.INTER_AREA))
+    frames = []
+    for path in sorted((bundle / "training" / SAMPLES_DIR).glob("epoch-*.png"))[:: args.every]:
+        grid = Image.open(path).convert("RGB")
+        two_rows = grid.crop((0, 0, grid.width, 2 * TILE))
+        frames.append(two_rows.resize((two_rows.width * 2 // 3, two_rows.height * 2 // 3), Image.LANCZOS))
+    frames[0].save(out / f"{args.name}-samples.gif", save_all=True, append_images=frames[1:], duration=400, loop=0)
+    images = generate_images(load_generator(bundle), 16, seed=0)
+    rows = [np.concatenate(list(images[i : i + 8]), axis=1) for i in (0, 8)]
+    cv2.imwrite(str(out / f"{args.name}-samples.png"), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+    print(f"wrote {out}/{args.name}-history.png, -samples.gif ({len(frames)} frames), -samples.png")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -212,6 +239,12 @@ def main() -> None:
     p = sub.add_parser("compare")
     p.add_argument("pairs", nargs="+", help="NAME=BUNDLE:DATA, or NAME=BUNDLE@N:DATA for N AnoGAN refinement steps")
     p.set_defaults(run=compare)
+    p = sub.add_parser("docs")
+    p.add_argument("bundle")
+    p.add_argument("--name", required=True)
+    p.add_argument("--out", default="docs")
+    p.add_argument("--every", type=int, default=1, help="keep every N-th saved epoch in the GIF")
+    p.set_defaults(run=docs)
     args = parser.parse_args()
     args.run(args)
 

@@ -31,14 +31,18 @@ def mask_similarity(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float
     t = np.asarray(truth).astype(bool)
     if p.shape != t.shape:
         raise ValueError(f"mask shapes differ: predicted {p.shape}, ground truth {t.shape}")
-    inter = int(np.count_nonzero(p & t))
-    union = int(np.count_nonzero(p | t))
-    total = int(np.count_nonzero(p)) + int(np.count_nonzero(t))
+    return similarity_from_counts(int(np.count_nonzero(p & t)), int(np.count_nonzero(p)), int(np.count_nonzero(t)),
+                                  p.size, ssim(p.astype(np.float32), t.astype(np.float32)))
+
+
+def similarity_from_counts(inter: int, predicted: int, truth: int, pixels: int, ssim_value: float) -> dict[str, float]:
+    """The similarities from pixel counts (intersection, each mask's area, image size) and the masks' SSIM."""
+    union = predicted + truth - inter
     values = {
-        "ssim": ssim(p.astype(np.float32), t.astype(np.float32)),
+        "ssim": float(ssim_value),
         "iou": inter / union if union else 1.0,
-        "dice": 2 * inter / total if total else 1.0,
-        "pixel_accuracy": 1.0 - (union - inter) / p.size,
+        "dice": 2 * inter / (predicted + truth) if predicted + truth else 1.0,
+        "pixel_accuracy": 1.0 - (union - inter) / pixels,
     }
     values["combined"] = combined(values)
     return values
