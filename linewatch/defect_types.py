@@ -2,9 +2,10 @@
 
 Calibrated by `inspect-train` on val-clean (when its images have ground truth) and stored in the bundle:
 the pixel threshold (`metrics.masks.pixel_threshold`) and, when val-clean has labelled defect masks, those
-masks at the map size (`defect_masks.npy`) with their defect types. A map is binarised at the pixel
-threshold and compared with every stored mask (`metrics.masks.mask_similarity`); the defect type is the
-type of the most similar mask (the reference GAN study's classifier). Which images count as good:
+masks on a comparison grid of at most 64 x 64 cells (`defect_masks.npy`) with their defect types. A map is
+binarised at the pixel threshold, brought to that grid and compared with every stored mask
+(`metrics.masks.mask_similarity`); the defect type is the type of the most similar mask (the reference GAN
+study's classifier). Which images count as good:
 - `verdict` (the bundle's gate, also what the runtime publishes): the image score is below the threshold;
 - `mask` (the reference study's rule): the binarised map is empty.
 """
@@ -25,6 +26,20 @@ from linewatch.metrics.ssim import blur, from_moments, moments
 
 MASKS_FILE = "defect_masks.npy"
 GATES = ("verdict", "mask")
+COMPARE_SIDE = 64  # masks are compared on a grid of at most 64 cells per side
+
+
+def coarse(mask: np.ndarray) -> np.ndarray:
+    """A boolean mask on the comparison grid: a cell is set when any of its pixels is (thin defects survive).
+
+    Comparing on <= 64 x 64 cells costs ~1/16 of 256 x 256 per reference mask, which the runtime pays per
+    defective frame; PatchCore on transistor classifies as well or better on it (72.7% vs 71.6%)."""
+    height, width = mask.shape
+    factor = -(-max(height, width) // COMPARE_SIDE)
+    if factor == 1:
+        return np.asarray(mask, bool)
+    size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    return cv2.resize(np.asarray(mask, np.float32), size, interpolation=cv2.INTER_AREA) > 0
 
 
 def mask_at(sample: Sample, image_shape: tuple[int, ...], size: tuple[int, int]) -> np.ndarray | None:
@@ -58,6 +73,11 @@ class DefectTypes:
     def binarise(self, amap: np.ndarray) -> np.ndarray:
         return np.asarray(amap) >= self.threshold
 
+    def compare_shape(self, map_shape: tuple[int, ...]) -> None:
+        if self.masks is not None and coarse(np.zeros(map_shape[-2:], bool)).shape != self.masks.shape[1:]:
+            raise ValueError(f"a {map_shape[-2]}x{map_shape[-1]} map does not fit reference masks of "
+                             f"{self.masks.shape[1]}x{self.masks.shape[2]} cells")
+
     def _references(self) -> dict[str, np.ndarray]:
         """The stored masks' pixel counts and SSIM moments, computed once (classification runs per frame)."""
         if self._moments is None:
@@ -68,12 +88,13 @@ class DefectTypes:
         return self._moments
 
     def similarities(self, amap: np.ndarray) -> dict[str, float]:
-        """Best weighted similarity of the binarised map to each type's reference masks (`mask_similarity`,
-        with the references' SSIM moments precomputed: one blur per reference instead of five)."""
+        """Best weighted similarity of the binarised map to each type's reference masks on the comparison grid
+        (`mask_similarity`, with the references' SSIM moments precomputed: one blur per reference, not five)."""
         if not self.can_classify:
             raise ValueError("this bundle holds no labelled defect masks")
         ref = self._references()
-        predicted = self.binarise(amap).astype(np.float32)
+        self.compare_shape(np.shape(amap))
+        predicted = coarse(self.binarise(amap)).astype(np.float32)
         mu, var = moments(predicted)
         inter = ref["flat"] @ predicted.ravel()
         area = int(predicted.sum())
@@ -104,8 +125,8 @@ class DefectTypes:
             return section, []
         np.save(Path(directory) / MASKS_FILE, np.asarray(self.masks, dtype=np.uint8), allow_pickle=False)
         section["classifier"] = {"file": MASKS_FILE, "labels": list(self.labels), "types": self.types,
-                                 "gate": "verdict", "similarity": "weighted: SSIM 0.1, IoU 0.4, Dice 0.4, "
-                                                                  "pixel accuracy 0.1"}
+                                 "gate": "verdict", "grid": list(self.masks.shape[1:]),
+                                 "similarity": "weighted: SSIM 0.1, IoU 0.4, Dice 0.4, pixel accuracy 0.1"}
         return section, [MASKS_FILE]
 
     @classmethod
@@ -117,7 +138,7 @@ class DefectTypes:
         classifier = section.get("classifier")
         if not classifier:
             return cls(float(section["pixel_threshold"]), facts)
-        masks = np.load(Path(directory) / classifier["file"], allow_pickle=False).astype(bool)
+        masks = np.stack([coarse(m) for m in np.load(Path(directory) / classifier["file"], allow_pickle=False)])
         return cls(float(section["pixel_threshold"]), facts, masks, tuple(classifier["labels"]))
 
 
@@ -131,4 +152,4 @@ def calibrate_defect_types(samples: Sequence[Sample], maps: Sequence[np.ndarray]
     labelled = [(s.defect, m) for s, m in zip(samples, masks, strict=True) if s.label and m is not None and m.any()]
     if not labelled:
         return DefectTypes(threshold, facts)
-    return DefectTypes(threshold, facts, np.stack([m for _, m in labelled]), tuple(d for d, _ in labelled))
+    return DefectTypes(threshold, facts, np.stack([coarse(m) for _, m in labelled]), tuple(d for d, _ in labelled))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from linewatch.defect_types import DefectTypes
+from linewatch.defect_types import DefectTypes, coarse
 from linewatch.metrics.classes import multiclass_report
 from linewatch.metrics.masks import combined, mask_similarity, pixel_threshold, summarize
 from linewatch.metrics.ssim import ssim, ssim_map
@@ -123,3 +123,14 @@ def test_classifier_similarities_equal_mask_similarity_of_every_reference() -> N
     for label, mask in zip(classifier.labels, references, strict=True):
         expected[label] = max(expected.get(label, -1.0), mask_similarity(amap >= 0.5, mask)["combined"])
     assert classifier.similarities(amap) == pytest.approx(expected, abs=1e-6)
+
+
+def test_comparison_grid_keeps_thin_defects() -> None:
+    mask = np.zeros((256, 128), bool)
+    mask[100:140, 64] = True  # a one-pixel-wide lead
+    small = coarse(mask)
+    assert small.shape == (64, 32) and small.any() and small.sum() == 10
+    assert coarse(np.ones((40, 60), bool)).shape == (40, 60)  # small maps are compared as they are
+    classifier = DefectTypes(0.5, {}, np.stack([small]), ("lead",))
+    with pytest.raises(ValueError, match="does not fit"):
+        classifier.similarities(np.zeros((64, 64), np.float32))

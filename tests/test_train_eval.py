@@ -128,7 +128,7 @@ def test_eval_reports_mask_metrics_and_defect_types_for_patchcore(trained: Path,
                                                                    tmp_path: Path) -> None:
     masks = read_manifest(trained)["masks"]
     assert masks["method"] == "f1" and masks["classifier"]["types"] == ["hole", "scratch", "spot"]
-    assert np.load(trained / masks["classifier"]["file"]).shape[1:] == (96, 96)
+    assert np.load(trained / masks["classifier"]["file"]).shape[1:] == (48, 48) == tuple(masks["classifier"]["grid"])
     result = CliRunner().invoke(eval_main, ["--bundle", str(trained), "--data", str(category), "--out",
                                             str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
