@@ -181,3 +181,23 @@ def test_training_time_scorer_follows_the_generator(tmp_path: Path) -> None:
     assert not np.array_equal(live._current().images, bank)
     with pytest.raises(RuntimeError, match="not saved"):
         live.save(tmp_path)
+
+
+def test_feature_embedding_exports_to_onnx_with_the_same_outputs(tmp_path: Path) -> None:
+    from linewatch.engines import NetworkIO
+    from linewatch.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from linewatch.engines.torch_engine import TorchEngine
+    from linewatch.export.onnx_export import export_onnx
+
+    size = (16, 24)
+    params = embedding_params(size, 3, "features")
+    assert params["features"]["upscale"] == 8 and params["pool"] == [1, 2]  # 128 x 192 -> 8 x 12 -> 8 x 6 cells
+    network = EmbeddingNetwork(params, "none").eval()
+    io = NetworkIO("images", 3, size, ("embedding", "pixels"))
+    export_onnx(network, io, tmp_path / "network.onnx")
+    batch = np.random.default_rng(0).integers(0, 256, (3, 3, *size)).astype(np.float32)
+    expected = TorchEngine(network, io, "cpu")(batch)
+    got = OnnxRuntimeEngine(tmp_path / "network.onnx", io, "cpu")(batch)
+    assert expected["embedding"].shape == (3, 112 * 8 * 6)
+    for name in io.outputs:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4)
