@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from linewatch.bundle import BundleError, bundle_id, read_manifest
+from linewatch.defect_types import DefectTypes
 from linewatch.engines.base import NetworkIO
 from linewatch.features.align import Aligner
 from linewatch.features.preprocess import RESIZE_POLICY, Preprocessor
@@ -43,6 +44,7 @@ class Inspector:
     map_normalizer: ScoreNormalizer  # anomaly maps: region threshold at 0.5
     blur_sigma: float
     preprocessor: Preprocessor
+    defect_types: DefectTypes | None = None  # pixel threshold and defect-type classifier, when calibrated
     _network: Any = field(default=None, repr=False)
 
     @classmethod
@@ -68,7 +70,23 @@ class Inspector:
             map_normalizer=ScoreNormalizer.from_dict(calibration["map"]),
             blur_sigma=float(manifest["postprocess"]["blur_sigma"]),
             preprocessor=Preprocessor(io.size, io.channels, aligner),
+            defect_types=DefectTypes.load(directory, manifest.get("masks")),
         )
+
+    def check_streamable(self) -> None:
+        """Refuse a bundle whose scorer cannot run outside PyTorch (export, runtime), saying why and what to do."""
+        problem = getattr(self.detector, "stream_problem", None)
+        if problem:
+            raise BundleError(f"{self.directory}: {problem}")
+
+    def defect_fields(self, amap: np.ndarray, raw_score: float) -> dict[str, Any]:
+        """The verdict's optional `defect_type` / `defect_similarity`: the most similar calibrated defect type
+        of a defective frame's map (at the model size); null for good frames or without a classifier."""
+        classifier = self.defect_types
+        if classifier is None or not classifier.can_classify or raw_score < self.normalizer.threshold:
+            return {"defect_type": None, "defect_similarity": None}
+        label, similarity = classifier.defect_type(amap)
+        return {"defect_type": label, "defect_similarity": round(float(similarity), 4)}
 
     @property
     def network(self) -> Any:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from linewatch.config import ConfigError, resolve
+from linewatch.models.registry import DETECTOR_KINDS, all_specs
 from linewatch.train.options import all_options, options_for, resolve_training
 
 TRAIN_OPTIONS = options_for("patchcore")
@@ -61,7 +62,7 @@ def test_shipped_training_configs_resolve_for_their_model(tmp_path: Path) -> Non
         if path.name.startswith(("bench-", "site-")):
             continue
         options = resolve_training(path, {"data": tmp_path, "out": tmp_path / "b"})
-        assert options["model"] in ("patchcore", "padim", "autoencoder", "ganomaly"), path
+        assert options["model"] in DETECTOR_KINDS, path
 
 
 def test_each_detector_gets_its_own_defaults(tmp_path: Path) -> None:
@@ -84,8 +85,9 @@ def test_an_option_of_another_detector_is_refused_naming_who_takes_it(tmp_path: 
 def test_options_shared_by_detectors_agree_on_their_type() -> None:
     merged = all_options()
     assert set(merged["layers"][1]) == {"patchcore", "padim"}
-    assert set(merged["epochs"][1]) == {"autoencoder", "ganomaly"}
-    assert set(merged["seed"][1]) == {"patchcore", "padim", "autoencoder", "ganomaly"}
+    assert set(merged["epochs"][1]) == {spec.kind for spec in all_specs() if spec.trained}
+    assert {"autoencoder", "ganomaly", "gan"} <= set(merged["epochs"][1])
+    assert set(merged["seed"][1]) == set(DETECTOR_KINDS)
 
 
 @pytest.mark.parametrize(("given", "size"), [(128, (128, 128)), ("144x256", (144, 256)), ("144,256", (144, 256)),

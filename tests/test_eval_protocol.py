@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from linewatch.data import make_splits, scan_category
 from linewatch.data.synthetic import make_synthetic_category
 from linewatch.evaluate.cli import main as eval_main
-from linewatch.evaluate.defect_types import classification_summary, predicted_region
+from linewatch.evaluate.defect_types import predicted_region
+from linewatch.metrics.classes import multiclass_report
 from linewatch.resources import peak_rss_mb, reset_peak_rss
 from linewatch.train.cli import main as train_main
 
@@ -44,7 +45,7 @@ def test_eval_classifies_defect_types_by_pretrained_features(trained: tuple[Path
     # The painted defects differ in colour and shape: well above chance (1/3) from the detector's regions
     # (with the ground-truth masks as regions the same features reach 11 of 12 on this set).
     assert types["type_accuracy"] >= 0.7 and types["accuracy"] >= 0.6
-    assert set(types["per_class"]) == set(types["labels"])
+    assert set(types["per_class"]) == set(types["labels"]) and (tmp_path / "confusion_features.png").is_file()
     assert metrics["inference_ms_per_image"] > 0 and metrics["inference_ms_per_image"] <= metrics["ms_per_image"]
     assert metrics["peak_rss_mb"] > 100
     curve = np.loadtxt(tmp_path / "pro_curve.csv", delimiter=",", skiprows=1)
@@ -67,10 +68,11 @@ def test_eval_splits_option_takes_the_test_list_from_another_file(trained: tuple
     assert missing.exit_code != 0 and "nope.json is missing" in missing.output
 
 
-def test_classification_summary_counts_and_rates() -> None:
+def test_multiclass_report_counts_and_rates() -> None:
     truth = ["good", "good", "scratch", "scratch", "hole"]
     predicted = ["good", "scratch", "scratch", "hole", "hole"]
-    summary = classification_summary(truth, predicted, ["good", "hole", "scratch"])
+    summary = multiclass_report(truth, predicted)
+    assert summary["labels"] == ["good", "hole", "scratch"]
     assert summary["confusion"] == [[1, 0, 1], [0, 1, 0], [0, 1, 1]]
     assert summary["accuracy"] == pytest.approx(3 / 5)
     assert summary["binary_accuracy"] == pytest.approx(4 / 5)  # only the good image called scratch is wrong

@@ -122,3 +122,35 @@ def test_eval_refuses_a_bundle_trained_with_another_resize_policy(trained: Path,
     result = CliRunner().invoke(eval_main, ["--bundle", str(bundle), "--data", str(category), "--out",
                                             str(tmp_path / "r")])
     assert result.exit_code != 0 and "resize policy" in result.output and "inspect-train" in result.output
+
+
+def test_eval_reports_mask_metrics_and_defect_types_for_patchcore(trained: Path, category: Path,
+                                                                   tmp_path: Path) -> None:
+    masks = read_manifest(trained)["masks"]
+    assert masks["method"] == "f1" and masks["classifier"]["types"] == ["hole", "scratch", "spot"]
+    assert np.load(trained / masks["classifier"]["file"]).shape[1:] == (48, 48) == tuple(masks["classifier"]["grid"])
+    result = CliRunner().invoke(eval_main, ["--bundle", str(trained), "--data", str(category), "--out",
+                                            str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["pixel_threshold"] == masks["pixel_threshold"]
+    mask_metrics, classes = metrics["mask_metrics"], metrics["defect_types"]
+    assert {"ssim", "iou", "dice", "pixel_accuracy", "combined", "per_defect"} <= set(mask_metrics)
+    assert mask_metrics["iou"] > 0.1 and set(mask_metrics["per_defect"]) == {"good", "hole", "scratch", "spot"}
+    assert classes["labels"] == ["good", "hole", "scratch", "spot"] and classes["accuracy"] > 0.5
+    assert classes["binary_accuracy"] == pytest.approx(metrics["accuracy"])  # the verdict decides good vs defect
+    assert set(classes["per_class"]["spot"]) == {"precision", "recall"} and (tmp_path / "confusion.png").is_file()
+
+
+def test_eval_of_a_bundle_without_mask_calibration_reports_nulls(trained: Path, category: Path,
+                                                                 tmp_path: Path) -> None:
+    bundle = tmp_path / "older"
+    shutil.copytree(trained, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    del manifest["masks"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(eval_main, ["--bundle", str(bundle), "--data", str(category), "--out",
+                                            str(tmp_path / "r"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["pixel_threshold"] is None and metrics["mask_metrics"] is None and metrics["defect_types"] is None

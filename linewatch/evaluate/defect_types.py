@@ -5,7 +5,8 @@ ImageNet weights) averaged over its *predicted* defect region: the pixels of the
 at or above the bundle's map threshold (the runtime's region definition), or the hottest 2% of the map
 when no pixel reaches it. A test image the detector calls good is classified `good`; one it calls
 defective gets the type of the most similar (cosine) val-clean defect, described the same way. So the
-classifier needs no training and measures what the detector's regions say about the defect.
+classifier needs no training and measures what the detector's regions say about the defect. (The bundle's own
+classifier, compared by mask similarity and used by the runtime, is `linewatch.defect_types`.)
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import numpy as np
 from linewatch.batches import iter_batches
 from linewatch.data import Sample
 from linewatch.features.preprocess import Preprocessor
+from linewatch.metrics.classes import GOOD, multiclass_report
 
-GOOD = "good"
 FEATURE_SIZE = (224, 224)
 FALLBACK_TOP = 0.02
 _EXTRACTORS: dict[str, Any] = {}
@@ -65,23 +66,6 @@ def region_features(samples: Sequence[Sample], maps: Sequence[np.ndarray], thres
     return np.stack(out) if out else np.zeros((0, 0), np.float32)
 
 
-def classification_summary(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, good/defect accuracy, confusion matrix (rows = truth, columns = prediction), per-class P/R."""
-    index = {label: i for i, label in enumerate(labels)}
-    confusion = np.zeros((len(labels), len(labels)), dtype=int)
-    for t, p in zip(truth, predicted, strict=True):
-        confusion[index[t], index[p]] += 1
-    n = max(1, len(truth))
-    per_class = {}
-    for label, i in index.items():
-        called, actual = confusion[:, i].sum(), confusion[i].sum()
-        per_class[label] = {"precision": float(confusion[i, i] / called) if called else None,
-                            "recall": float(confusion[i, i] / actual) if actual else None}
-    binary = sum((t == GOOD) == (p == GOOD) for t, p in zip(truth, predicted, strict=True))
-    return {"binary_accuracy": binary / n, "accuracy": float(np.trace(confusion)) / n, "labels": list(labels),
-            "confusion": confusion.tolist(), "per_class": per_class}
-
-
 def classify(test: Sequence[Sample], test_maps: Sequence[np.ndarray], test_defective: Sequence[bool],
              references: Sequence[Sample], reference_maps: Sequence[np.ndarray], map_threshold: float,
              weights: str = "default") -> dict[str, Any] | None:
@@ -93,9 +77,7 @@ def classify(test: Sequence[Sample], test_maps: Sequence[np.ndarray], test_defec
     nearest = np.argmax(query @ ref.T, axis=1)
     types = [references[i].defect for i in nearest]
     predicted = [t if called else GOOD for t, called in zip(types, test_defective, strict=True)]
-    truth = [s.defect for s in test]
-    labels = [GOOD, *sorted({*truth, *types} - {GOOD})]
-    summary = classification_summary(truth, predicted, labels)
+    summary = multiclass_report([s.defect for s in test], predicted)
     defects = [(s.defect, t) for s, t in zip(test, types, strict=True) if s.label]
     summary["type_accuracy"] = sum(a == b for a, b in defects) / len(defects)
     summary["references"] = len(references)

@@ -13,6 +13,7 @@ import numpy as np
 
 from linewatch.data import Category, DataError, Sample, Splits, read_image, read_mask, scan_category
 from linewatch.evaluate import defect_types, report
+from linewatch.evaluate.masks import defect_type_metrics, mask_metrics
 from linewatch.evaluate.report import ExampleItem
 from linewatch.inspector import Inspector
 from linewatch.metrics import auprc, auroc, classification_report, pixel_auroc, pro_area, pro_curve
@@ -125,6 +126,7 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
     masks: list[np.ndarray] = []
     maps: list[np.ndarray] = []
     timings: dict[str, float] = {}
+    truth_defects: list[str] = []  # the defect type of each mask
     for batch_samples, images, prediction in predict_samples(
         engine, inspector.detector, samples, inspector.preprocessor, inspector.blur_sigma, batch_size,
         bars(len(samples), "evaluate"), timings,
@@ -142,6 +144,7 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
                 shape = image.shape[:2]
                 masks.append(np.zeros(shape, bool) if sample.mask is None else read_mask(sample.mask, shape))
                 maps.append(full)
+                truth_defects.append(sample.defect)
     seconds = time.perf_counter() - start
 
     labels = np.array([s.sample.label for s in scored])
@@ -174,6 +177,13 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
         if both and (labels[keep] == 0).any():
             per_defect[defect] = auroc(labels[keep], scores[keep])
     metrics["image_auroc_per_defect"] = per_defect
+    calibrated = inspector.defect_types
+    metrics["pixel_threshold"] = calibrated.threshold if calibrated else None
+    metrics["mask_metrics"] = mask_metrics(calibrated, truth_defects, masks, maps) if has_pixels else None
+    classes = defect_type_metrics(calibrated, [s.sample.defect for s in scored], [s.small_map for s in scored],
+                                  [s.score >= threshold for s in scored])
+    predicted = classes.pop("predicted") if classes else None
+    metrics["defect_types"] = classes
     metrics["defect_types_features"] = _feature_types(inspector, category, splits_file, scored, engine,
                                                       batch_size, bars) if split == "test" else None
     bars.close()
@@ -184,12 +194,18 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "score"])
         writer.writerows([s.sample.rel, s.sample.label, f"{s.score:.9g}"] for s in scored)
+    if predicted:
+        with open(out / "defect_types.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "defect", "predicted"])
+            writer.writerows([s.sample.rel, s.sample.defect, p] for s, p in zip(scored, predicted, strict=True))
     if has_pixels:
         grid = np.linspace(0.0, 0.3, 301)
         np.savetxt(out / PRO_CURVE, np.column_stack((grid, np.interp(grid, fpr, pro))), fmt="%.6g",
                    delimiter=",", header="fpr,pro", comments="")
     if plots:
         _plots(out, scored, labels, scores, threshold, (fpr, pro) if has_pixels else None, inspector.image_size)
+        _confusion_plots(out, metrics)
         if split == "test":
             _validation_study(inspector, category, splits_file or Path(bundle) / "splits.json", batch_size, out,
                               threshold)
@@ -209,6 +225,16 @@ def _feature_types(inspector: Inspector, category: Category, splits_file: Path |
     return defect_types.classify([s.sample for s in scored], [s.small_map for s in scored],
                                  [s.score >= threshold for s in scored], references, list(np.concatenate(ref_maps)),
                                  float(inspector.map_normalizer.threshold))
+
+
+def _confusion_plots(out: Path, metrics: dict[str, Any]) -> None:
+    """confusion.png for the bundle's mask-similarity classifier, confusion_features.png for the feature one."""
+    for key, name, method in (("defect_types", "confusion.png", "masks"),
+                              ("defect_types_features", "confusion_features.png", "features")):
+        if classes := metrics.get(key):
+            report.plot_confusion(classes["labels"], classes["confusion"], out / name,
+                                  f"defect types by {method}: accuracy {classes['accuracy']:.3f}, "
+                                  f"good vs defective {classes['binary_accuracy']:.3f}")
 
 
 def _plots(out: Path, scored: list[Scored], labels: np.ndarray, scores: np.ndarray, threshold: float,

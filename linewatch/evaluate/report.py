@@ -1,4 +1,5 @@
-"""PNG plots for an evaluation report: ROC, PR, score histogram, PRO curve, threshold study, example grid.
+"""PNG plots for an evaluation report: ROC, PR, score histogram, PRO curve, threshold study, defect-type
+confusion matrix and an example grid.
 
 Uses the non-interactive Agg backend so reports render on headless CI and line PCs.
 """
@@ -131,6 +132,33 @@ def plot_pro(fpr: np.ndarray, pro: np.ndarray, path: str | Path, fpr_limit: floa
         ax.set(xlim=(0, fpr_limit), ylim=(0, 1.02), xlabel="pixel false-positive rate")
         ax.set_ylabel("per-region overlap")
         ax.set_title(f"PRO curve (PRO@{fpr_limit:g} = {score:.4f})")
+    return Path(path)
+
+
+def draw_confusion(ax: Any, labels: Sequence[str], confusion: Sequence[Sequence[int]],
+                   fontsize: float | None = None) -> Any:
+    """A confusion matrix on `ax` (rows: true class, columns: predicted) with the counts in the cells."""
+    matrix = np.asarray(confusion)
+    image = ax.imshow(matrix, cmap="Blues")
+    ticks = range(len(labels))
+    ax.set_xticks(ticks, labels, rotation=45, ha="right", fontsize=fontsize)
+    ax.set_yticks(ticks, labels, fontsize=fontsize)
+    ax.set(xlabel="predicted", ylabel="true")
+    for (row, col), count in np.ndenumerate(matrix):
+        if count:
+            ax.text(col, row, str(count), ha="center", va="center", fontsize=fontsize,
+                    color="white" if count > matrix.max() / 2 else "black")
+    return image
+
+
+def plot_confusion(labels: Sequence[str], confusion: Sequence[Sequence[int]], path: str | Path,
+                   title: str = "") -> Path:
+    """One classifier's confusion matrix with a colour bar."""
+    side = 1.2 + 0.9 * len(labels)
+    with _figure(path, figsize=(side + 1.5, side)) as axes:
+        ax = axes[0, 0]
+        ax.figure.colorbar(draw_confusion(ax, labels, confusion), ax=ax, fraction=0.046)
+        ax.set_title(title or "confusion matrix", fontsize=9)
     return Path(path)
 
 

@@ -98,6 +98,7 @@ def main(bundle: Path, fmt: str, int8: bool, max_auroc_loss: float, force: bool,
     if fmt == "trt" and (problem := tensorrt_problem()):
         raise EngineUnavailable(problem)
     inspector = Inspector.from_bundle(bundle)
+    inspector.check_streamable()
     manifest = inspector.manifest
     onnx_recorded = exported_file(manifest, "onnx") in manifest["files"]
     try:

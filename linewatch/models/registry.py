@@ -21,6 +21,7 @@ _MODULES = {
     "padim": "linewatch.models.padim.spec",
     "autoencoder": "linewatch.models.autoencoder.spec",
     "ganomaly": "linewatch.models.ganomaly.spec",
+    "gan": "linewatch.models.gan.spec",
 }
 DETECTOR_KINDS = tuple(_MODULES)
 

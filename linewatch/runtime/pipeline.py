@@ -77,6 +77,7 @@ class Runtime:
         set_cpu_threads(RUNTIME_KNN_THREADS)
         cv2.setNumThreads(RUNTIME_OPENCV_THREADS)
         self.inspector = Inspector.from_bundle(options.bundle, device=knn_device, precision=options.precision)
+        self.inspector.check_streamable()
         self.engine = open_engine(options.bundle, self.inspector.manifest, lambda: self.inspector.network,
                                   options.engine, options.device, options.threads, options.precision,
                                   {"url": options.triton_url, "model": options.triton_model,
@@ -175,6 +176,7 @@ class Runtime:
                                min_area=self.options.min_region_area)
         heatmap, heatmap_meta = encode_heatmap(amap, map_norm)
         jpeg = encode_frame_jpeg(frame.image) if self.options.send_frames else None
+        defect = self.inspector.defect_fields(amap, raw)
         t1 = time.perf_counter()
         stages = {"decode": frame.decode_ms, **shared, "postprocess": maps_ms + 1000 * (t1 - t0)}
         end_to_end = {**stages, "total": 1000 * (time.time() - frame.t_capture)}
@@ -184,6 +186,7 @@ class Runtime:
             t_publish=None, raw_score=raw, normalizer=self.inspector.normalizer, model=self.inspector.model_id,
             latency_ms=end_to_end, heatmap_meta=heatmap_meta, regions=regions, frame_shape=frame.image.shape,
         )
+        header.update(defect)
         self.publisher.publish_verdict(header, heatmap, jpeg, self.journal)
         stages["publish"] = 1000 * (time.perf_counter() - t1)
         self.stats.add_frame(stages, 1000 * (header["t_publish"] - frame.t_capture))

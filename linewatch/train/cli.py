@@ -104,3 +104,9 @@ def main(config_file: Path | None, tune: bool, budget: float | None, quiet: bool
         f"  trained in {result.seconds:.1f} s (fit {training['fit_seconds']:.1f} s), "
         f"peak memory {result.peak_rss_mb:.0f} MiB, bundle {size_mb:.1f} MB"
     )
+    masks = result.manifest.get("masks")
+    if masks:
+        classifier = masks["classifier"]
+        kinds = (f"defect types {', '.join(classifier['types'])} ({len(classifier['labels'])} reference masks)"
+                 if classifier else "no labelled defect masks: no defect-type classifier")
+        click.echo(f"  pixel threshold {masks['pixel_threshold']:.5g} ({masks['method']}); {kinds}")

@@ -40,20 +40,20 @@ def write_frame(folder: Path, epoch: int, inputs: torch.Tensor, reconstructions:
     return path
 
 
-def write_gif(folder: Path, milliseconds: int = 500) -> Path | None:
+def write_gif(folder: Path, milliseconds: int = 500, frames_dir: str = FRAMES, name: str = GIF) -> Path | None:
     """Assemble every saved frame (also those written before a resume) into one looping GIF."""
     from PIL import Image
 
-    frames = sorted((Path(folder) / FRAMES).glob("epoch-*.png"))
+    frames = sorted((Path(folder) / frames_dir).glob("epoch-*.png"))
     if not frames:
         return None
     images = [Image.open(f).convert("RGB") for f in frames]
-    path = Path(folder) / GIF
+    path = Path(folder) / name
     images[0].save(path, save_all=True, append_images=images[1:], duration=milliseconds, loop=0)
     return path
 
 
-def _series(history: list[dict[str, Any]], group: str) -> dict[str, list[float | None]]:
+def series(history: list[dict[str, Any]], group: str) -> dict[str, list[float | None]]:
     keys = sorted({k for record in history for k in record.get(group, {})})
     return {k: [record.get(group, {}).get(k) for record in history] for k in keys}
 
@@ -76,8 +76,8 @@ def plot_history(history: list[dict[str, Any]], path: Path, title: str = "") -> 
     import matplotlib.pyplot as plt
 
     epochs = [record["epoch"] for record in history]
-    data = {"epochs": epochs, "train": _series(history, "train"), "val": _series(history, "val"),
-            "lr": _series(history, "lr"), "reconstruction": _series(history, "reconstruction"),
+    data = {"epochs": epochs, "train": series(history, "train"), "val": series(history, "val"),
+            "lr": series(history, "lr"), "reconstruction": series(history, "reconstruction"),
             "val_auroc": [record.get("val_auroc") for record in history],
             "best_epochs": [record["epoch"] for record in history if record.get("best")]}
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
@@ -110,10 +110,17 @@ def plot_history(history: list[dict[str, Any]], path: Path, title: str = "") -> 
         ax.plot(epochs, data["val_auroc"], label="val-clean image AUROC")
     ax.set(title="reconstruction similarity / selection", xlabel="epoch", ylim=(0, 1))
     ax.legend(fontsize=7)
+    return finish_plot(fig, axes, data, path, title or "training history")
+
+
+def finish_plot(fig: Any, axes: Any, data: dict[str, Any], path: Path, title: str) -> dict[str, Any]:
+    """Mark the kept epoch on every panel, save the PNG and its data as JSON beside it, close the figure."""
+    import matplotlib.pyplot as plt
+
     for ax in axes.flat:
         for epoch in data["best_epochs"][-1:]:
             ax.axvline(epoch, color="grey", lw=0.8, ls=":")
-    fig.suptitle(title or "training history")
+    fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

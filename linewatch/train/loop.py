@@ -61,6 +61,10 @@ class Trainable(Protocol):
 
     def learning_rates(self) -> dict[str, float]: ...
 
+    # Optional: `extra_metrics(epoch, data: LoopData, saved: bool) -> dict[str, float]`, called after validation;
+    # the result goes to the epoch's history record as `extra` (a GAN's sample quality, Fréchet distance at
+    # saved epochs). `saved` is true where the loop writes its frame, every `checkpoint_every` epochs and the last.
+
 
 @dataclass(frozen=True)
 class LoopSettings:
@@ -268,6 +272,9 @@ class EpochLoop:
         record["reconstruction"] = _reconstruction_quality(self.model, quality_images, settings.batch_size, self.device)
         if self.data.select_metric is not None:
             record["val_auroc"] = self.data.select_metric()
+        extra = getattr(self.model, "extra_metrics", None)
+        if extra is not None:
+            record["extra"] = extra(epoch, self.data, self._frame_epoch(epoch))
         self.model.end_epoch(record.get("val", record["train"]))
         record["seconds"] = round(time.perf_counter() - started, 3)
         self.state.history.append(record)
@@ -303,9 +310,12 @@ class EpochLoop:
         record["best"] = improved
         return improved
 
+    def _frame_epoch(self, epoch: int) -> bool:
+        return epoch % self.settings.checkpoint_every == 0 or epoch == self.settings.epochs
+
     def _save(self, epoch: int, improved: bool, snapshot: Snapshot) -> None:
         settings = self.settings
-        if epoch % settings.checkpoint_every == 0 or epoch == settings.epochs:
+        if self._frame_epoch(epoch):
             with torch.no_grad():
                 recon = self.model.reconstruct(self.frame_images.to(self.device, torch.float32)).float().cpu()
             history.write_frame(settings.training, epoch, self.frame_images, recon)

@@ -26,6 +26,9 @@ COMMON_OPTIONS: dict[str, Option] = {
     "threshold_method": Option(str, "f1", choices=("f1", "fpr"), help="Calibration: max F1 or target FPR."),
     "target_fpr": Option(float, 0.01, minimum=0.0, maximum=1.0,
                          help="With --threshold-method fpr: allowed false-positive rate."),
+    "pixel_threshold_method": Option(str, "f1", choices=("f1", "3sigma"),
+                                     help="Pixel threshold for defect masks: max pixel F1 on val-clean's masks, or "
+                                          "mean + 3 sigma of its good images' pixels."),
     "seed": Option(int, 0, help="Seed for splits, sampling, projections and initialisation (default 0)."),
     "device": Option(str, "cpu", choices=("auto", "cpu", "cuda"), help="Where fitting/training runs (default cpu)."),
 }

@@ -2,7 +2,8 @@
 
 Every detector goes through the same steps; what differs (frozen features + statistics, or an epoch
 loop) is the registry spec's `fit`. Calibration scores val-clean through the same `predict_samples`
-path that evaluation and the runtime use.
+path that evaluation and the runtime use; its maps also calibrate the pixel threshold and the defect-type
+classifier (`linewatch.defect_types`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from linewatch.bundle import write_manifest
 from linewatch.data import DataError, Splits, make_splits, scan_category
+from linewatch.defect_types import calibrate_defect_types, mask_at
 from linewatch.engines.base import NetworkIO
 from linewatch.engines.torch_engine import TorchEngine
 from linewatch.features.geometry import resolve_image_size
@@ -70,15 +72,18 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
 
     io = NetworkIO.from_section(fitted.network_section)
     engine = TorchEngine(fitted.network, io, "cuda" if options["device"] == "cuda" else "cpu")
-    labels, scores, map_peaks = [], [], []
+    labels, scores, map_peaks, maps, masks = [], [], [], [], []
     step = bars(len(splits.val), "calibrate")
     preprocess = Preprocessor(io.size, io.channels, fitted.aligner)
-    for samples, _, prediction in predict_samples(engine, fitted.detector, splits.val, preprocess,
-                                                  options["blur_sigma"], options["batch_size"], step):
+    for samples, images, prediction in predict_samples(engine, fitted.detector, splits.val, preprocess,
+                                                       options["blur_sigma"], options["batch_size"], step):
         labels += [s.label for s in samples]
         scores += prediction.scores.tolist()
         map_peaks += prediction.maps.reshape(len(samples), -1).max(axis=1).tolist()
+        maps += list(prediction.maps)
+        masks += [mask_at(s, image.shape, io.size) for s, image in zip(samples, images, strict=True)]
     bars.close()
+    defect_types = calibrate_defect_types(splits.val, maps, masks, options["pixel_threshold_method"])
     method = options["threshold_method"] if any(labels) else "fpr"
     normalizer = calibrate(np.array(labels), np.array(scores), method=method, target_fpr=options["target_fpr"])
     # Regions and heatmaps live on the blurred map, whose peak differs from the image score: calibrate it too.
@@ -90,6 +95,8 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
     if fitted.aligner is not None:
         align, reference_file = fitted.aligner.save(out)
         files.append(reference_file)
+    masks_section, mask_files = defect_types.save(out) if defect_types else (None, [])
+    files += mask_files
     if fitted.history is not None:
         (out / HISTORY_FILE).write_text(json.dumps(fitted.history, indent=1) + "\n")
         files.append(HISTORY_FILE)
@@ -102,6 +109,7 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
                        "layout": "NCHW float32 0..255", "normalization": "inside the network",
                        "geometry": geometry, **({"align": align} if align else {})},
         "postprocess": {"blur_sigma": options["blur_sigma"], "map_size": list(io.size)},
+        "masks": masks_section,
         "calibration": {**normalizer.to_dict(), "method": method, "target_fpr": options["target_fpr"],
                         "val_images": len(labels), "val_defective": int(sum(labels)), "map": map_normalizer.to_dict()},
         "training": {"data": str(Path(options["data"]).resolve()), "category": category.name,

@@ -72,8 +72,12 @@ def _auroc_metric(model: TrainedModel, scorer: Detector, images: torch.Tensor, l
 
 
 def fit_trained(context: FitContext, build: Callable[[tuple[int, int]], TrainedModel],
-                valid_size: Callable[[tuple[int, int]], tuple[int, int]], scorer: Detector, title: str) -> Fitted:
-    """Train `build(size)` on train-clean (validation: val-clean's good images) and return the best epoch."""
+                valid_size: Callable[[tuple[int, int]], tuple[int, int]], scorer: Detector, title: str,
+                plot: Callable[[list[dict[str, Any]], Path, str], Any] = history.plot_history) -> Fitted:
+    """Train `build(size)` on train-clean (validation: val-clean's good images) and return the best epoch.
+
+    `plot` draws the history PNG (and its JSON); a detector with other curves (the GAN) brings its own.
+    """
     options, splits, bars = context.options, context.splits, context.bars
     size = tuple(valid_size(options["image_size"]))
     if size != tuple(options["image_size"]):
@@ -109,7 +113,7 @@ def fit_trained(context: FitContext, build: Callable[[tuple[int, int]], TrainedM
         prefix = f"{name}."
         module.load_state_dict({k[len(prefix):]: v for k, v in result.best_weights.items() if k.startswith(prefix)})
         module.cpu().eval()
-    history.plot_history(result.history, settings.training / "history.png", title)
+    plot(result.history, settings.training / "history.png", title)
     log.info("best epoch %d of %d (%s)", result.best_epoch, result.epochs_run, result.stopped)
     return Fitted(network=model.network, network_section=model.network_section(), detector=scorer,
                   history=result.history, training={"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,

@@ -17,7 +17,7 @@ import numpy as np
 from linewatch.data import read_image, read_mask
 from linewatch.evaluate.bench.config import BenchConfig
 from linewatch.evaluate.bench.results import SETTING_ORDER
-from linewatch.evaluate.report import _figure
+from linewatch.evaluate.report import _figure, draw_confusion
 from linewatch.metrics import pr_curve, roc_curve
 from linewatch.overlay import overlay_heatmap
 
@@ -171,17 +171,8 @@ def confusion_matrices(summary: dict[str, Any], category: str, path: Path) -> Pa
         return None
     with _figure(path, 1, len(panels), figsize=(3.6 * len(panels), 3.6)) as axes:
         for ax, (title, section) in zip(axes[0], panels, strict=True):
-            matrix = np.array(section["confusion"])
-            ax.imshow(matrix, cmap="Blues")
-            ticks = np.arange(len(section["labels"]))
-            ax.set_xticks(ticks, section["labels"], rotation=60, fontsize=6)
-            ax.set_yticks(ticks, section["labels"], fontsize=6)
-            for (i, j), count in np.ndenumerate(matrix):
-                if count:
-                    ax.text(j, i, str(count), ha="center", va="center", fontsize=6,
-                            color="white" if count > matrix.max() / 2 else "black")
-            ax.set(title=title, xlabel="predicted", ylabel="true")
-            ax.title.set_fontsize(7)
+            draw_confusion(ax, section["labels"], section["confusion"], fontsize=6)
+            ax.set_title(title, fontsize=7)
     return path
 
 

@@ -1,8 +1,8 @@
 """Bench results as numbers: one row per (category, detector, setting, seed), then means and spreads over seeds,
 macro averages over categories, the clean -> shift drop and adaptation recovery, and the targets.
 
-Keys written by other parts of `inspect-eval` (`mask_metrics`, `defect_types`) are read when present and
-shown as missing otherwise, so the tables fill in as those metrics land.
+The mask metrics and defect types (`mask_metrics`, `defect_types`, `defect_types_features`) are read when
+present and shown as missing otherwise (cells evaluated before they existed, bundles without masks).
 """
 
 from __future__ import annotations

@@ -1,0 +1,136 @@
+"""Mask metrics, the pixel threshold, multi-class metrics and the defect-type classifier, against hand-computed
+values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from linewatch.defect_types import DefectTypes, coarse
+from linewatch.metrics.classes import multiclass_report
+from linewatch.metrics.masks import combined, mask_similarity, pixel_threshold, summarize
+from linewatch.metrics.ssim import ssim, ssim_map
+from linewatch.models.components.ssim import ssim_map as torch_ssim_map
+
+
+def _rows(first: int, last: int, shape: tuple[int, int] = (8, 8)) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[first:last] = True
+    return mask
+
+
+def test_iou_dice_accuracy_and_weighted_combination_of_known_masks() -> None:
+    truth, predicted = _rows(0, 4), _rows(2, 6)  # 32 pixels each, 16 shared, 48 in the union
+    values = mask_similarity(predicted, truth)
+    assert values["iou"] == pytest.approx(16 / 48)
+    assert values["dice"] == pytest.approx(2 * 16 / 64)
+    assert values["pixel_accuracy"] == pytest.approx(1 - 32 / 64)
+    assert values["ssim"] == pytest.approx(ssim(predicted.astype(np.float32), truth.astype(np.float32)))
+    expected = 0.1 * values["ssim"] + 0.4 * (1 / 3) + 0.4 * 0.5 + 0.1 * 0.5
+    assert values["combined"] == pytest.approx(expected)
+    assert combined({"ssim": 1.0, "iou": 0.0, "dice": 0.0, "pixel_accuracy": 1.0}) == pytest.approx(0.2)
+
+
+def test_identical_masks_score_one_everywhere_and_empty_masks_agree() -> None:
+    mask = _rows(3, 5)
+    assert mask_similarity(mask, mask) == pytest.approx(dict.fromkeys(("ssim", "iou", "dice", "pixel_accuracy",
+                                                                         "combined"), 1.0))
+    empty = np.zeros((8, 8), bool)
+    both_empty = mask_similarity(empty, empty)
+    assert both_empty["iou"] == both_empty["dice"] == both_empty["combined"] == pytest.approx(1.0)
+    disjoint = mask_similarity(_rows(0, 2), _rows(6, 8))
+    assert disjoint["iou"] == disjoint["dice"] == 0.0 and disjoint["pixel_accuracy"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="shapes differ"):
+        mask_similarity(empty, np.zeros((4, 4), bool))
+
+
+def test_numpy_ssim_equals_the_torch_ssim_of_the_networks() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.random((3, 20, 24), dtype=np.float32), rng.random((3, 20, 24), dtype=np.float32)
+    expected = torch_ssim_map(torch.from_numpy(a)[None], torch.from_numpy(b)[None])[0, 0].numpy()
+    np.testing.assert_allclose(ssim_map(a, b), expected, atol=2e-5)
+    assert ssim(a, a) == pytest.approx(1.0)
+
+
+def test_pixel_threshold_max_f1_and_three_sigma() -> None:
+    good = np.array([[0.1, 0.2], [0.3, 0.2]], np.float32)
+    bad = np.array([[0.1, 0.8], [0.9, 0.35]], np.float32)
+    bad_mask = np.array([[False, True], [True, False]])
+    threshold, facts = pixel_threshold([good, bad], [np.zeros((2, 2), bool), bad_mask], "f1")
+    assert threshold == pytest.approx(0.8) and facts["pixel_f1"] == pytest.approx(1.0) and facts["method"] == "f1"
+    threshold, facts = pixel_threshold([good, bad], [np.zeros((2, 2), bool), None], "3sigma")
+    values = np.array([0.1, 0.2, 0.3, 0.2])
+    assert threshold == pytest.approx(values.mean() + 3 * values.std()) and facts["method"] == "3sigma"
+    fallback, facts = pixel_threshold([good], [np.zeros((2, 2), bool)], "f1")  # no defect pixels: 3 sigma
+    assert facts["method"] == "3sigma" and fallback == pytest.approx(threshold)
+    with pytest.raises(ValueError, match="no validation image with ground truth"):
+        pixel_threshold([bad], [None])
+
+
+def test_summary_means_per_defect_type_and_over_defective_images() -> None:
+    def row(defect: str, value: float) -> tuple[str, dict[str, float]]:
+        return defect, dict.fromkeys(("ssim", "iou", "dice", "pixel_accuracy", "combined"), value)
+
+    summary = summarize([row("crack", 0.2), row("crack", 0.4), row("dent", 0.9), row("good", 1.0)])
+    assert summary["per_defect"]["crack"]["iou"] == pytest.approx(0.3)
+    assert summary["per_defect"]["good"]["dice"] == pytest.approx(1.0)
+    assert summary["iou"] == pytest.approx(0.5) and summary["images"] == 3  # good images stay out of the mean
+    assert summarize([row("good", 1.0)])["iou"] is None
+
+
+def test_multiclass_report_confusion_precision_recall() -> None:
+    truth = ["good", "good", "crack", "crack", "dent", "dent"]
+    predicted = ["good", "crack", "crack", "dent", "dent", "good"]
+    report = multiclass_report(truth, predicted)
+    assert report["labels"] == ["good", "crack", "dent"]
+    assert report["confusion"] == [[1, 1, 0], [0, 1, 1], [1, 0, 1]]
+    assert report["accuracy"] == pytest.approx(3 / 6)
+    assert report["binary_accuracy"] == pytest.approx(4 / 6)  # good/defective right for 4 of 6
+    assert report["per_class"]["crack"] == {"precision": pytest.approx(0.5), "recall": pytest.approx(0.5)}
+    assert multiclass_report(["good"], ["good"])["per_class"]["good"]["precision"] == 1.0
+    assert multiclass_report(["good", "dent"], ["good", "good"])["per_class"]["dent"]["precision"] is None
+
+
+def test_defect_types_pick_the_most_similar_reference_mask_and_round_trip(tmp_path: Path) -> None:
+    left, right = np.zeros((8, 8), bool), np.zeros((8, 8), bool)
+    left[:, :3], right[:, 5:] = True, True
+    classifier = DefectTypes(0.5, {"method": "f1"}, np.stack([left, right, right]), ("left", "right", "right"))
+    amap = np.zeros((8, 8), np.float32)
+    amap[:, :2] = 0.9
+    assert classifier.defect_type(amap)[0] == "left"
+    assert classifier.classify(amap, defective=False) == ("good", None)
+    assert classifier.classify(np.zeros((8, 8), np.float32), defective=True, gate="mask") == ("good", None)
+    label, similarity = classifier.classify(amap, defective=True)
+    assert label == "left" and similarity == pytest.approx(mask_similarity(amap >= 0.5, left)["combined"])
+    section, files = classifier.save(tmp_path)
+    loaded = DefectTypes.load(tmp_path, section)
+    assert files == ["defect_masks.npy"] and loaded is not None and loaded.types == ["left", "right"]
+    assert loaded.similarities(amap) == pytest.approx(classifier.similarities(amap))
+    assert DefectTypes.load(tmp_path, None) is None
+    bare = DefectTypes(0.5, {"method": "3sigma"})
+    assert not bare.can_classify and bare.save(tmp_path)[0]["classifier"] is None
+
+
+def test_classifier_similarities_equal_mask_similarity_of_every_reference() -> None:
+    rng = np.random.default_rng(1)
+    references = rng.random((5, 24, 32)) > 0.7
+    classifier = DefectTypes(0.5, {}, references, ("a", "b", "a", "c", "b"))
+    amap = rng.random((24, 32)).astype(np.float32)
+    expected: dict[str, float] = {}
+    for label, mask in zip(classifier.labels, references, strict=True):
+        expected[label] = max(expected.get(label, -1.0), mask_similarity(amap >= 0.5, mask)["combined"])
+    assert classifier.similarities(amap) == pytest.approx(expected, abs=1e-6)
+
+
+def test_comparison_grid_keeps_thin_defects() -> None:
+    mask = np.zeros((256, 128), bool)
+    mask[100:140, 64] = True  # a one-pixel-wide lead
+    small = coarse(mask)
+    assert small.shape == (64, 32) and small.any() and small.sum() == 10
+    assert coarse(np.ones((40, 60), bool)).shape == (40, 60)  # small maps are compared as they are
+    classifier = DefectTypes(0.5, {}, np.stack([small]), ("lead",))
+    with pytest.raises(ValueError, match="does not fit"):
+        classifier.similarities(np.zeros((64, 64), np.float32))
