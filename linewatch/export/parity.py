@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from linewatch.data import DataError, Splits, is_image_file, read_image, scan_category
+from linewatch.errors import LinewatchError
 from linewatch.inspector import Inspector
 from linewatch.runtime.engines import FeatureEngine, TorchEngine
 
@@ -115,7 +116,7 @@ class ParityReport:
         return "\n".join(rows)
 
 
-class ParityError(ValueError):
+class ParityError(LinewatchError, ValueError):
     """An export's image scores differ from PyTorch's beyond the tolerance; the file was not installed."""
 
     def __init__(self, report: ParityReport, filename: str) -> None:

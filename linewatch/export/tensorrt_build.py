@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from linewatch.bundle import sha256
+from linewatch.bundle import BundleError, sha256
 from linewatch.export.onnx_export import record_export
 from linewatch.export.parity import ParityError, ParityReport, ParitySamples, check_parity
 from linewatch.inspector import Inspector
@@ -46,7 +46,7 @@ def build_plan(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ValueError(f"TensorRT could not parse {onnx_path}: {errors}")
+        raise BundleError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     if fp16:
         if not hasattr(trt.BuilderFlag, "FP16"):
@@ -88,7 +88,7 @@ def build_bundle_plan(
     """Build from the recorded `backbone.onnx`, check parity on the GPU, then install and record the plan."""
     bundle = Path(bundle)
     if ONNX_FILE not in manifest["files"]:
-        raise ValueError(f"{bundle} has no recorded {ONNX_FILE}: run export-model {bundle} --format onnx")
+        raise BundleError(f"{bundle} has no recorded {ONNX_FILE}: run export-model {bundle} --format onnx")
     with tempfile.TemporaryDirectory(dir=bundle, prefix=".export-") as tmp:
         staging = Path(tmp) / PLAN_FILE
         section = build_plan(bundle / ONNX_FILE, staging, max_batch, fp16)

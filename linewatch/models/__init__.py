@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from linewatch.bundle import BundleError
 from linewatch.models.base import Detector
 
 DETECTOR_KINDS = ("patchcore", "padim")
@@ -20,4 +21,4 @@ def load_detector(directory: Path, section: dict[str, Any], device: str = "cpu")
         from linewatch.models.padim.model import Padim
 
         return Padim.load(directory, section, device=device)
-    raise ValueError(f"unknown detector kind {kind!r} in bundle {directory}; known: {', '.join(DETECTOR_KINDS)}")
+    raise BundleError(f"unknown detector kind {kind!r} in bundle {directory}; known: {', '.join(DETECTOR_KINDS)}")

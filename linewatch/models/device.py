@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from linewatch.errors import DeviceUnavailable
+
 DEVICES = ("cpu", "auto", "cuda")
 
 
@@ -14,5 +16,5 @@ def torch_device(device: str) -> torch.device:
     if device != "cpu" and torch.cuda.is_available():
         return torch.device("cuda")
     if device == "cuda":
-        raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA GPU")
+        raise DeviceUnavailable("device 'cuda' asked for, but torch sees no CUDA GPU")
     return torch.device("cpu")

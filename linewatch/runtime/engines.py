@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from linewatch.bundle import BundleError
+from linewatch.errors import LinewatchError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ GPU_EXTRA = "pip install -e '.[gpu]' (the gpu extra: onnxruntime-gpu, tensorrt, 
 _ORT_GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
-class EngineUnavailable(ValueError):
+class EngineUnavailable(LinewatchError, ValueError):
     """The requested engine or device cannot run on this machine; the message says what is missing."""
 
 
@@ -72,7 +73,7 @@ class OnnxRuntimeEngine:
             raise ValueError(f"device {device!r} is not one of {', '.join(DEVICE_CHOICES)}")
         self.path = Path(onnx_path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {self.path}")
+            raise BundleError(f"ONNX model not found: {self.path}")
         available = ort.get_available_providers()
         gpu = [p for p in _ORT_GPU_PROVIDERS if p in available] if device != "cpu" else []
         if device == "cuda" and not gpu:
@@ -187,7 +188,7 @@ class TensorRTEngine:
 
         self.path = Path(plan_path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"TensorRT engine not found: {self.path}")
+            raise BundleError(f"TensorRT engine not found: {self.path}")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
