@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from linewatch import __version__
+from linewatch.bundle_check import manifest_problems
+from linewatch.errors import LinewatchError
 
 SCHEMA = "linewatch.bundle/1"
 MANIFEST = "manifest.json"
 REQUIRED = ("schema", "detector", "features", "calibration", "files")
 
 
-class BundleError(ValueError):
+class BundleError(LinewatchError, ValueError):
     """A bundle is missing, corrupt, or of a kind this version does not understand."""
 
 
@@ -55,8 +57,8 @@ def read_manifest(directory: Path, verify: bool = True) -> dict[str, Any]:
     if not path.is_file():
         raise BundleError(f"{directory} is not a linewatch bundle: no {MANIFEST} (train one with inspect-train)")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # not UTF-8 or JSON, a 5000-digit number, nesting too deep
         raise BundleError(f"{path} is not valid JSON: {exc}") from exc
     schema = manifest.get("schema") if isinstance(manifest, dict) else None
     if schema != SCHEMA:
@@ -64,6 +66,10 @@ def read_manifest(directory: Path, verify: bool = True) -> dict[str, Any]:
     missing = [key for key in REQUIRED if key not in manifest]
     if missing:
         raise BundleError(f"{path}: missing section(s) {', '.join(missing)}")
+    problems = list(manifest_problems(directory, manifest))
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise BundleError(f"{path}: {problems[0]}{more}; the bundle was modified or is corrupt")
     if verify:
         for name, entry in manifest["files"].items():
             file = directory / name
