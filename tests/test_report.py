@@ -50,25 +50,25 @@ def _data(plot: Path) -> dict:
     return json.loads(plot_data_path(plot).read_text())
 
 
-def test_plot_roc_draws_and_records_the_curve(tmp_path: Path, image_scores: tuple[np.ndarray, np.ndarray]) -> None:
-    labels, scores = image_scores
-    img = _read_png(plot_roc(labels, scores, tmp_path / "roc.png"), (5, 4))
-    assert _curve_pixels(img) > 300
-    data = _data(tmp_path / "roc.png")
-    fpr, tpr, _ = roc_curve(labels, scores)
-    assert data["fpr"] == pytest.approx(fpr.tolist()) and data["tpr"] == pytest.approx(tpr.tolist())
-    assert (data["fpr"][0], data["tpr"][0], data["fpr"][-1], data["tpr"][-1]) == (0, 0, 1, 1)
-    assert data["auroc"] == pytest.approx(auroc(labels, scores)) and 0.6 < data["auroc"] < 1
+CURVES = {"roc": (plot_roc, roc_curve, ("fpr", "tpr"), "auroc", auroc),
+          "pr": (plot_pr, pr_curve, ("precision", "recall"), "ap", auprc)}
 
 
-def test_plot_pr_draws_and_records_the_curve(tmp_path: Path, image_scores: tuple[np.ndarray, np.ndarray]) -> None:
+@pytest.mark.parametrize("name", sorted(CURVES))
+def test_curve_plots_draw_and_record_their_curve(tmp_path: Path, image_scores: tuple[np.ndarray, np.ndarray],
+                                                  name: str) -> None:
     labels, scores = image_scores
-    img = _read_png(plot_pr(labels, scores, tmp_path / "pr.png"), (5, 4))
+    plot, curve, keys, area, metric = CURVES[name]
+    img = _read_png(plot(labels, scores, tmp_path / f"{name}.png"), (5, 4))
     assert _curve_pixels(img) > 300
-    data = _data(tmp_path / "pr.png")
-    precision, recall, _ = pr_curve(labels, scores)
-    assert data["precision"] == pytest.approx(precision.tolist()) and data["recall"] == pytest.approx(recall.tolist())
-    assert data["ap"] == pytest.approx(auprc(labels, scores)) and data["prevalence"] == pytest.approx(labels.mean())
+    data = _data(tmp_path / f"{name}.png")
+    for key, values in zip(keys, curve(labels, scores)[:2], strict=True):
+        assert data[key] == pytest.approx(values.tolist())
+    assert data[area] == pytest.approx(metric(labels, scores)) and 0.6 < data[area] < 1
+    if name == "roc":
+        assert (data["fpr"][0], data["tpr"][0], data["fpr"][-1], data["tpr"][-1]) == (0, 0, 1, 1)
+    else:
+        assert data["prevalence"] == pytest.approx(labels.mean())
 
 
 def test_plot_score_histogram_records_both_classes(tmp_path: Path, image_scores: tuple[np.ndarray, np.ndarray]) -> None:
