@@ -25,39 +25,48 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
         time.sleep(0.05)
 
 
+START_TIMEOUT_S = 300  # a loaded 2-core machine can take minutes to import torch and load a model
+
+
 class RuntimeProcess:
-    """`inspect-run` in its own process; its stderr goes to a file so a chatty run can never block on a pipe."""
+    """`inspect-run` in its own process; a thread collects its stderr, so a chatty run never blocks on the pipe
+    and the test never blocks on a silent one."""
 
-    def __init__(self, args: list[str], workdir: Path, preexec_fn: Callable[[], None] | None = None) -> None:
-        self.log = workdir / f"runtime-{time.monotonic_ns()}.log"
-        self._log_file = self.log.open("wb")
+    def __init__(self, args: list[str], preexec_fn: Callable[[], None] | None = None) -> None:
         self.process = subprocess.Popen([*RUN, "--publish", "tcp://127.0.0.1:*", *args], stdout=subprocess.PIPE,
-                                        stderr=self._log_file, text=True, preexec_fn=preexec_fn)
+                                        stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
+        self._stderr: list[str] = []
+        self._reader = threading.Thread(target=lambda: self._stderr.extend(self.process.stderr), daemon=True)
+        self._reader.start()
 
-    def endpoint(self, timeout_s: float = 90) -> str:
+    @property
+    def log(self) -> str:
+        return "".join(self._stderr)
+
+    def endpoint(self, timeout_s: float = START_TIMEOUT_S) -> str:
         """The bound address, from the start-up line ("... publishing on tcp://127.0.0.1:PORT")."""
         found: list[str] = []
 
         def bound() -> bool:
-            assert self.process.poll() is None, f"runtime exited early: {self.log.read_text()}"
-            found.extend(re.findall(r"publishing on (tcp://\S+)", self.log.read_text()))
+            found.extend(re.findall(r"publishing on (tcp://\S+)", self.log))
+            assert found or self.process.poll() is None, f"runtime exited early: {self.log}"
             return bool(found)
 
         wait_for(bound, timeout_s, "the runtime to bind its socket")
         return found[0]
 
-    def finish(self, sig: int | None = signal.SIGTERM, timeout_s: float = 60) -> tuple[int, str, str]:
+    def finish(self, sig: int | None = signal.SIGTERM, timeout_s: float = 180) -> tuple[int, str, str]:
         """Send ``sig`` (None: let it end by itself), wait; returns (exit status, stdout, stderr)."""
         try:
             if sig is not None:
                 self.process.send_signal(sig)
-            stdout, _ = self.process.communicate(timeout=timeout_s)
+            stdout = self.process.stdout.read() if self.process.wait(timeout=timeout_s) is not None else ""
         finally:
             if self.process.poll() is None:
                 self.process.kill()
                 self.process.wait()
-            self._log_file.close()
-        return self.process.returncode, stdout, self.log.read_text()
+            self._reader.join(timeout=10)
+        return self.process.returncode, stdout, self.log
 
 
 class Subscriber(threading.Thread):

@@ -75,3 +75,12 @@ def test_real_cli_bug_prints_its_traceback(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "Traceback (most recent call last)" in out.stderr and "ValueError: a bug in evaluate" in out.stderr
     assert not any(line.startswith("Error:") for line in out.stderr.splitlines())
+
+
+def test_bad_source_is_refused_before_the_model_loads(tmp_path: Path) -> None:
+    from linewatch.runtime.cli import main as run_main
+
+    result = CliRunner().invoke(run_main, ["--bundle", str(tmp_path / "no-bundle"), "--source", "nowhere/*.png",
+                                           "--publish", "tcp://127.0.0.1:*"])
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == "Error: source 'nowhere/*.png': the glob pattern matches no files"

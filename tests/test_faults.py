@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from runtime_process import RUN, RuntimeProcess, Subscriber, journal_lines, wait_for
+from runtime_process import RuntimeProcess, Subscriber, journal_lines, wait_for
 
 SLOW_SUBSCRIBER = """
 import json, signal, sys, time, zmq
@@ -67,33 +67,30 @@ def test_video_that_disappears_is_retried_while_the_other_source_keeps_serving(
     video = _video(tiny_images, tmp_path / "line.avi")
     runtime = RuntimeProcess(["--bundle", str(tiny_bundle), "--source", f"cam={video}", "--source",
                               f"parts={tiny_images / 'good'}", "--loop", "--batch", "2", "--summary",
-                              str(tmp_path / "summary.json"), "--journal", str(tmp_path / "j.jsonl")], tmp_path)
+                              str(tmp_path / "summary.json"), "--journal", str(tmp_path / "j.jsonl")])
     sub = Subscriber(runtime.endpoint(), topics=(b"verdict.", b"status."))
     sub.start()
     try:
-        wait_for(lambda: _by_source(sub, "cam") and _by_source(sub, "parts"), 60, "verdicts from both sources")
+        wait_for(lambda: _by_source(sub, "cam") and _by_source(sub, "parts"), 180, "verdicts from both sources")
         video.rename(tmp_path / "moved.avi")  # the camera is gone: its next reopen fails
-        wait_for(lambda: any(s["sources"]["cam"]["down_since"] for s in sub.statuses[-3:]), 30,
+        wait_for(lambda: any(s["sources"]["cam"]["down_since"] for s in sub.statuses[-3:]), 180,
                  "the status topic to report the outage")
-        down = next(s for s in reversed(sub.statuses) if s["sources"]["cam"]["down_since"])
-        assert down["sources"]["cam"]["state"] == "reconnecting" and down["sources"]["cam"]["outages"] == 1
-        assert "cannot open video" in down["sources"]["cam"]["down_reason"]
+        down = next(s for s in reversed(sub.statuses) if s["sources"]["cam"]["down_since"])["sources"]["cam"]
+        assert down["state"] == "reconnecting" and down["outages"] == 1 and "cannot open video" in down["down_reason"]
         parts_during = len(_by_source(sub, "parts"))
-        cam_during = len(_by_source(sub, "cam"))
-        time.sleep(1.0)
-        assert len(_by_source(sub, "parts")) > parts_during + 5, "the other source stopped serving"
-        assert len(_by_source(sub, "cam")) == cam_during, "the vanished video still delivered"
+        wait_for(lambda: len(_by_source(sub, "parts")) > parts_during + 10, 180, "the other source to keep serving")
+        assert all(h["t_capture"] < down["down_since"] for h in _by_source(sub, "cam")), "the vanished video delivered"
         (tmp_path / "moved.avi").rename(video)
         restored = time.time()
-        wait_for(lambda: any(h["t_capture"] > restored for h in _by_source(sub, "cam")), 30, "the video to return")
-        wait_for(lambda: sub.statuses[-1]["sources"]["cam"]["down_since"] is None, 10, "the outage to end")
+        wait_for(lambda: any(h["t_capture"] > restored for h in _by_source(sub, "cam")), 180, "the video to return")
+        wait_for(lambda: sub.statuses[-1]["sources"]["cam"]["down_since"] is None, 60, "the outage to end")
     finally:
         status, stdout, log = runtime.finish()
         sub.stop()
     assert status == 0, log
     summary = json.loads((tmp_path / "summary.json").read_text())
     cam = summary["sources"]["cam"]
-    assert cam["outages"] == 1 and cam["down_s"] >= 1.0 and cam["reopens"] >= 1 and cam["loops"] >= 1
+    assert cam["outages"] == 1 and cam["down_s"] >= 0.5 and cam["reopens"] >= 1 and cam["loops"] >= 1
     assert summary["sources"]["parts"]["outages"] == 0 and summary["outages"] == 1
     assert "source cam: 1 outage(s)" in stdout and "reopened after" in log and "it was down" in log
     assert summary["frames"] == len(journal_lines(tmp_path / "j.jsonl"))
@@ -114,7 +111,7 @@ def test_late_slow_and_vanished_subscribers_never_block_the_runtime(tiny_bundle:
         cv2.imwrite(str(noise / f"{index}.png"), rng.integers(0, 256, (384, 384, 3), dtype=np.uint8))
     runtime = RuntimeProcess(["--bundle", str(tiny_bundle), "--source", str(noise), "--loop",
                               "--send-frames", "--send-hwm", "200", "--wait-subscribers", "1",
-                              "--journal", str(tmp_path / "j.jsonl"), "--summary", str(tmp_path / "s.json")], tmp_path)
+                              "--journal", str(tmp_path / "j.jsonl"), "--summary", str(tmp_path / "s.json")])
     endpoint = runtime.endpoint()
     fast = Subscriber(endpoint, rcvhwm=0)
     fast.start()
@@ -126,14 +123,14 @@ def test_late_slow_and_vanished_subscribers_never_block_the_runtime(tiny_bundle:
         assert all(p.stdout.readline() == "subscribed\n" for p in others.values())
         others["stalled"].send_signal(signal.SIGSTOP)  # still connected, reads nothing: the worst kind of slow
         start = len(fast.verdicts)
-        wait_for(lambda: len(fast.verdicts) > start + 500, 120, "500 verdicts")
+        wait_for(lambda: len(fast.verdicts) > start + 500, 300, "500 verdicts")
         others["killed"].kill()  # vanishes mid-run
         late.start()
-        wait_for(lambda: len(fast.verdicts) > start + 1500, 120, "1500 verdicts")
+        wait_for(lambda: len(fast.verdicts) > start + 1500, 600, "1500 verdicts")
         others["slow"].send_signal(signal.SIGTERM)
-        slow_seqs = json.loads(others["slow"].communicate(timeout=30)[0])
+        slow_seqs = json.loads(others["slow"].communicate(timeout=60)[0])
         before = len(fast.verdicts)
-        wait_for(lambda: len(fast.verdicts) > before + 50, 60, "publishing to go on")
+        wait_for(lambda: len(fast.verdicts) > before + 50, 120, "publishing to go on")
     finally:
         status, _, log = runtime.finish()
         for process in others.values():
@@ -155,11 +152,11 @@ def test_sigkill_leaves_whole_lines_and_every_received_verdict_journalled_then_s
         tiny_bundle: Path, tiny_images: Path, tmp_path: Path) -> None:
     journal = tmp_path / "j.jsonl"
     runtime = RuntimeProcess(["--bundle", str(tiny_bundle), "--source", str(tiny_images), "--loop",
-                              "--wait-subscribers", "1", "--journal", str(journal)], tmp_path)
+                              "--wait-subscribers", "1", "--journal", str(journal)])
     sub = Subscriber(runtime.endpoint())
     sub.start()
     try:
-        wait_for(lambda: len(sub.verdicts) >= 40, 60, "40 verdicts")
+        wait_for(lambda: len(sub.verdicts) >= 40, 180, "40 verdicts")
     finally:
         runtime.finish(signal.SIGKILL)
         sub.stop()
@@ -170,7 +167,7 @@ def test_sigkill_leaves_whole_lines_and_every_received_verdict_journalled_then_s
     assert len(sub.verdicts) >= 40 and len(lines) >= len(sub.verdicts)
 
     restarted = RuntimeProcess(["--bundle", str(tiny_bundle), "--source", str(tiny_images / "good"),
-                                "--wait-subscribers", "1", "--journal", str(journal)], tmp_path)
+                                "--wait-subscribers", "1", "--journal", str(journal)])
     again = Subscriber(restarted.endpoint())
     again.start()
     status, _, log = restarted.finish(sig=None)
@@ -200,15 +197,12 @@ def test_journal_disk_full_follows_on_journal_error(tiny_bundle: Path, tiny_imag
     images = len(list(folder.rglob("*.png")))
     journal, summary_file = tmp_path / "journal" / "j.jsonl", tmp_path / "s.json"
     limit = 6000  # bytes: room for a few verdict lines of ~1 KB each
-    args = ["--bundle", str(tiny_bundle), "--source", str(folder), "--journal", str(journal), "--wait-subscribers",
-            "1", "--summary", str(summary_file), "--batch", "1", "--on-journal-error", policy]
-    process = subprocess.Popen([*RUN, "--publish", "tcp://127.0.0.1:*", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=_file_size_limit(limit))
-    endpoint = _endpoint_from(process)
-    sub = Subscriber(endpoint)
+    runtime = RuntimeProcess(["--bundle", str(tiny_bundle), "--source", str(folder), "--journal", str(journal),
+                              "--wait-subscribers", "1", "--summary", str(summary_file), "--batch", "1",
+                              "--on-journal-error", policy], preexec_fn=_file_size_limit(limit))
+    sub = Subscriber(runtime.endpoint())
     sub.start()
-    stdout, stderr = process.communicate(timeout=120)
+    status, stdout, stderr = runtime.finish(sig=None)
     sub.stop()
     lines = journal_lines(journal)
     assert 0 < len(lines) < images and journal.stat().st_size <= limit
@@ -216,29 +210,18 @@ def test_journal_disk_full_follows_on_journal_error(tiny_bundle: Path, tiny_imag
     summary = json.loads(summary_file.read_text())
     assert summary["journal"]["written"] == len(lines)
     if policy == "stop":
-        assert process.returncode == 2 and "Traceback" not in stderr
+        assert status == 2 and "Traceback" not in stderr
         assert stderr.strip().splitlines()[-1].startswith(
             f"Error: journal {journal}: cannot write verdict seq {len(lines)} (the file-size limit is reached)")
         assert "stopping (--on-journal-error stop)" in stderr
         assert sub.verdicts == lines, "a verdict was published without being journalled"
         assert summary["frames"] == len(lines) and summary["failure"]
     else:
-        assert process.returncode == 0, stderr
+        assert status == 0, stderr
         assert summary["frames"] == images == len(sub.verdicts) and summary["journal"]["lost"] == images - len(lines)
         assert sub.verdicts[: len(lines)] == lines
         assert "verdicts are still published but not journalled" in stderr
         assert f"{images - len(lines)} verdict(s) not journalled" in stdout
-
-
-def _endpoint_from(process: subprocess.Popen) -> str:
-    """Read stderr lines until the runtime says where it publishes (before it waits for a subscriber)."""
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        assert line, f"runtime exited early with {process.wait()}"
-        if "publishing on " in line:
-            return line.rsplit("publishing on ", 1)[1].strip()
-    raise AssertionError("the runtime never said where it publishes")
 
 
 def test_hostile_files_in_a_source_are_skipped_and_counted(tiny_bundle: Path, tiny_images: Path,
