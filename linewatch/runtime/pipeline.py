@@ -83,8 +83,14 @@ class Runtime:
                                  on_event=self._on_event, prepare=self.inspector.preprocessor)
         self.batcher = Batcher(self.sources.get, options.batch, options.max_wait_ms)
         self.journal = Journal(options.journal, on_error=options.on_journal_error) if options.journal else None
-        self.publisher = Publisher(options.publish, options.runtime_name, options.send_frames,
-                                   first_seq=self.journal.next_seq if self.journal else 0, send_hwm=options.send_hwm)
+        try:
+            self.publisher = Publisher(options.publish, options.runtime_name, options.send_frames,
+                                       first_seq=self.journal.next_seq if self.journal else 0,
+                                       send_hwm=options.send_hwm)
+        except Exception:
+            if self.journal:
+                self.journal.close()
+            raise
         self._last_status = 0.0
 
     def _on_event(self, kind: str, source: str, message: str) -> None:
