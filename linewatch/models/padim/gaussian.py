@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from linewatch.data.errors import DataError
+
 
 class GaussianAccumulator:
     """Accumulates sum(x) and sum(x x^T) for every feature-map position over batches of (N, C, h, w)."""
@@ -31,7 +33,7 @@ class GaussianAccumulator:
     def mean_and_covariance(self, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(P, C) mean and (P, C, C) unbiased covariance + epsilon * I, in float64."""
         if self.count < 2:
-            raise ValueError(f"a Gaussian needs at least 2 training images, got {self.count}")
+            raise DataError(f"a Gaussian needs at least 2 training images, got {self.count}")
         mean = self._sum / self.count
         cov = (self._outer - self.count * mean[:, :, None] * mean[:, None, :]) / (self.count - 1)
         cov += epsilon * torch.eye(cov.shape[-1], dtype=torch.float64)

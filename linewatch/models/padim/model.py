@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from linewatch.bundle import BundleError
+from linewatch.data.errors import DataError
 from linewatch.device import torch_device
 from linewatch.models.padim.gaussian import GaussianAccumulator
 
@@ -60,7 +62,7 @@ class Padim:
         for batch in feature_batches:
             accumulator.update(batch)
         if accumulator.shape is None:
-            raise ValueError("no training features: the training split is empty")
+            raise DataError("no training features: the training split is empty")
         mean, cov = accumulator.mean_and_covariance(params.epsilon)
         step = progress(len(cov), "invert covariances") if progress else None
         inverse = torch.empty(cov.shape, dtype=torch.float32)
@@ -105,6 +107,6 @@ class Padim:
         tensors = load_file(str(Path(directory) / section["gaussian"]))
         missing = {"mean", "inv_cov"} - set(tensors)
         if missing:
-            raise ValueError(f"{section['gaussian']} in {directory} lacks {sorted(missing)}")
+            raise BundleError(f"{section['gaussian']} in {directory} lacks {sorted(missing)}")
         return cls(tensors["mean"], tensors["inv_cov"], tuple(section["feature_shape"]),
                    PadimParams(epsilon=section["epsilon"]), section["train_images"], device=device)
