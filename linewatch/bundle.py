@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from linewatch import __version__
+from linewatch.bundle_check import manifest_problems
+from linewatch.errors import LinewatchError
 
 SCHEMA = "linewatch.bundle/2"
 SCHEMA_V1 = "linewatch.bundle/1"
@@ -22,7 +24,7 @@ REQUIRED_V1 = ("schema", "detector", "features", "calibration", "files")
 V1_WEIGHTS = "extractor.safetensors"
 
 
-class BundleError(ValueError):
+class BundleError(LinewatchError, ValueError):
     """A bundle is missing, corrupt, or of a kind this version does not understand."""
 
 
@@ -58,8 +60,8 @@ def read_manifest(directory: Path, verify: bool = True) -> dict[str, Any]:
     if not path.is_file():
         raise BundleError(f"{directory} is not a linewatch bundle: no {MANIFEST} (train one with inspect-train)")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # not UTF-8 or JSON, a 5000-digit number, nesting too deep
         raise BundleError(f"{path} is not valid JSON: {exc}") from exc
     schema = manifest.get("schema") if isinstance(manifest, dict) else None
     if schema not in (SCHEMA, SCHEMA_V1):
@@ -68,6 +70,10 @@ def read_manifest(directory: Path, verify: bool = True) -> dict[str, Any]:
     missing = [key for key in (REQUIRED if schema == SCHEMA else REQUIRED_V1) if key not in manifest]
     if missing:
         raise BundleError(f"{path}: missing section(s) {', '.join(missing)}")
+    problems = list(manifest_problems(directory, manifest))
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise BundleError(f"{path}: {problems[0]}{more}; the bundle was modified or is corrupt")
     if verify:
         for name, entry in manifest["files"].items():
             file = directory / name

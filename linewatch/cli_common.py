@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: logging set-up and turning known errors into clean one-line failures."""
+"""Shared CLI plumbing: logging set-up and turning user errors into clean one-line failures."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ from typing import Any
 
 import click
 
-from linewatch.bundle import BundleError
-from linewatch.config import ConfigError
-from linewatch.data import DataError
-from linewatch.features.weights import WeightsError
+from linewatch.errors import LinewatchError
 
-USER_ERRORS = (BundleError, ConfigError, DataError, WeightsError, ValueError, FileNotFoundError)
+USER_ERROR_EXIT = 2  # the status click gives usage errors too: "the command was asked something it cannot do"
+
+
+class UserError(click.ClickException):
+    """A LinewatchError as click reports it: `Error: <message>` on stderr, exit status 2."""
+
+    exit_code = USER_ERROR_EXIT
 
 
 def setup_logging(verbose: bool) -> None:
@@ -27,13 +30,13 @@ def setup_logging(verbose: bool) -> None:
 
 
 def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Report bad input as `Error: ...` with exit code 2 instead of a traceback."""
+    """Report a LinewatchError as one line with exit status 2; any other exception is a bug and keeps its traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except USER_ERRORS as exc:
-            raise click.ClickException(str(exc)) from exc
+        except LinewatchError as exc:
+            raise UserError(" ".join(str(exc).split()) or type(exc).__name__) from exc
 
     return wrapper

@@ -14,8 +14,10 @@ from typing import Any
 
 import yaml
 
+from linewatch.errors import LinewatchError
 
-class ConfigError(ValueError):
+
+class ConfigError(LinewatchError, ValueError):
     """A configuration value is unknown, of the wrong type, or points nowhere."""
 
 

@@ -6,6 +6,8 @@ import os
 import sys
 from typing import Any
 
+from linewatch.errors import DeviceUnavailable
+
 DEVICES = ("cpu", "auto", "cuda")
 # Linux exposes an NVIDIA GPU through these nodes (native driver; WSL2's GPU bridge). Without them torch
 # cannot see CUDA, so `auto` can answer "cpu" without importing torch (~1.4 s and ~300 MB at start-up).
@@ -28,7 +30,7 @@ def use_cuda(device: str) -> bool:
     if torch.cuda.is_available():
         return True
     if device == "cuda":
-        raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA GPU")
+        raise DeviceUnavailable("device 'cuda' asked for, but torch sees no CUDA GPU")
     return False
 
 

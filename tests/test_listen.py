@@ -134,7 +134,7 @@ def test_cli_with_count(tmp_path: Path) -> None:
     assert not errors
     assert outcome.exit_code == 0, outcome.output
     assert outcome.output.count("seq=") == 2
-    assert "received 2 verdicts, 0 gaps, 0 lost (count)" in outcome.output
+    assert "received 2 verdicts, 0 gaps, 0 lost, 0 bad messages (count)" in outcome.output
     assert len(list(tmp_path.glob("*.png"))) == 2
 
 

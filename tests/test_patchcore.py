@@ -105,14 +105,29 @@ def test_patchcore_memory_bank_is_a_subset_of_training_patches() -> None:
 
 
 def test_reweighting_downweights_patches_in_dense_neighbourhoods() -> None:
+    """Eq. 7: equally distant test patches score lower near a dense part of the bank than near a lone patch.
+
+    Bank: a tight cluster of 20 patches around 0, and a lone patch at (10, 0, 0, 0) whose nearest other bank
+    patches are 5 away. Each test image holds one patch 0.5 from the cluster (A) or from the lone patch (B);
+    its other patches are bank patches. With b = 3 neighbours, A's weight is ~1 - 1/3 (its three neighbours are
+    about as far as its nearest one) and B's is ~1 (its other two neighbours are ~10x farther).
+    """
     rng = np.random.default_rng(6)
-    batch = _features(rng, 4)
-    params = PatchCoreParams(coreset_ratio=1.0, reweight=True, reweight_neighbours=3)
-    model = PatchCore.fit(iter([batch]), params)
-    test = _features(rng, 1)
-    patch = model.patch_scores({"features": test})
-    weighted = model.image_scores(patch, anomaly_maps(patch, (8, 8), 0), {"features": test})
-    assert 0 < weighted[0] <= patch.max()
+    cluster = rng.normal(scale=0.01, size=(20, 4))
+    lone = np.array([[10.0, 0, 0, 0]])
+    far = np.array([[10.0, 5, 0, 0], [10.0, -5, 0, 0], [10.0, 0, 5, 0]])
+    bank = np.concatenate([cluster, lone, far]).astype(np.float32)
+    model = PatchCore(bank, PatchCoreParams(reweight=True, reweight_neighbours=3))
+    offset = np.array([0, 0, 0, 0.5])
+    images = np.stack([np.stack([cluster[0] + offset, cluster[1], cluster[2], far[0]]),
+                       np.stack([lone[0] + offset, cluster[1], cluster[2], far[0]])]).astype(np.float32)
+    features = images.reshape(2, 2, 2, 4).transpose(0, 3, 1, 2)  # (N, C, h, w), patch 0 at the top left
+    patch = model.patch_scores({"features": features})
+    assert patch[:, 0, 0] == pytest.approx([0.5, 0.5], abs=0.03) and patch.reshape(2, -1)[:, 1:].max() < 2e-3
+    weighted = model.image_scores(patch, anomaly_maps(patch, (4, 4), 0), {"features": features})
+    dense, sparse = weighted / patch.reshape(2, -1).max(axis=1)
+    assert dense == pytest.approx(2 / 3, abs=0.01)
+    assert sparse == pytest.approx(1.0, abs=0.01) and sparse > dense + 0.3
 
 
 def test_anomaly_map_upsamples_and_blurs() -> None:

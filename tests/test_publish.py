@@ -183,5 +183,45 @@ def test_journal_survives_a_torn_line(tmp_path: Path) -> None:
         fh.write(b'{"seq": 1, "sour')  # crash mid-write
     assert read_journal(path) == [{"seq": 0}]
     with Journal(path) as journal:
+        assert journal.next_seq == 1  # the torn line was never published: its seq is free again
         journal.write({"seq": 1})
-    assert read_journal(path) == [{"seq": 0}, {"seq": 1}]
+    assert path.read_bytes() == b'{"seq":0}\n{"seq":1}\n'  # the torn bytes were cut off, not kept
+
+
+def test_journal_continues_seq_from_its_last_whole_line(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    assert Journal(path).next_seq == 0
+    path.write_bytes(b'{"seq":7}\n' + b'{"seq":8,"pad":"' + b"x" * 200_000 + b'"}\nnot json\n')
+    assert Journal(path).next_seq == 9  # found across more than one read chunk, skipping a line that is not JSON
+
+
+@pytest.mark.parametrize("on_error", ["stop", "continue"])
+def test_journal_write_failure_leaves_whole_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  on_error: str) -> None:
+    import errno
+    import os
+
+    import linewatch.runtime.journal as journal_module
+    from linewatch.runtime.journal import JournalError
+
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path, on_error=on_error)
+    journal.write({"seq": 0})
+    real_write = os.write
+
+    def disk_fills_up(fd: int, data: bytes) -> int:
+        real_write(fd, data[:5])  # the disk takes part of the line, then is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal_module.os, "write", disk_fills_up)
+    if on_error == "stop":
+        with pytest.raises(JournalError, match=r"cannot write verdict seq 1 \(the disk is full\).*stopping"):
+            journal.write({"seq": 1})
+    else:
+        assert journal.write({"seq": 1}) is False and journal.stats()["failing"] == "the disk is full"
+    assert path.read_bytes() == b'{"seq":0}\n'
+    monkeypatch.setattr(journal_module.os, "write", real_write)
+    if on_error == "continue":
+        assert journal.write({"seq": 2}) is True
+        assert journal.stats() == {"path": str(path), "written": 2, "lost": 1, "failing": None}
+    journal.close()

@@ -118,8 +118,13 @@ def test_video_source_reads_every_frame_in_order(tmp_path: Path) -> None:
         "drops": 0,
         "errors": 0,
         "reopens": 0,
+        "loops": 0,
         "queue": 0,
         "state": "finished",
+        "outages": 0,
+        "down_s": 0.0,
+        "down_since": None,
+        "down_reason": None,
     }
     assert stats == expected
     assert events.kinds() == ["end"]
@@ -291,8 +296,9 @@ def test_failing_camera_is_reopened_with_backoff() -> None:
         return capture
 
     events = Events()
-    sources = SourceSet(
-        [parse_source("camera0")], on_event=events, capture_factory=factory, backoff_s=(0.02, 0.03)
+    sources = SourceSet(  # a ring larger than the frames read, so a slow test thread cannot cause drops here
+        [parse_source("camera0")], live_queue_size=16, on_event=events, capture_factory=factory,
+        backoff_s=(0.02, 0.03),
     )
     sources.start()
     try:
@@ -309,6 +315,8 @@ def test_failing_camera_is_reopened_with_backoff() -> None:
     assert gaps[0] >= 0.02 and gaps[1] >= 0.03  # 0.02 doubled, capped at 0.03
     assert gaps[2] >= 0.02  # delay is reset once the camera delivered frames
     assert events.kinds() == ["error", "error", "reopen", "error", "reopen"]
+    assert "it was down" in events.items[2][2] and "reopened after 1 failed attempt(s)" in events.items[4][2]
+    assert stats["outages"] == 2 and stats["down_since"] is None and stats["down_s"] >= 0.06  # 0.02 + 0.03, then 0.02
     assert "cannot open camera 0 (device vanished)" in events.items[0][2]
     assert "cannot open camera 0" in events.items[1][2]
     assert "stopped delivering" in events.items[3][2]
@@ -381,3 +389,90 @@ def test_sources_prepare_model_inputs_in_their_threads_and_skip_failures(tmp_pat
         assert np.array_equal(frame.inputs, frame.image.transpose(2, 0, 1)) and frame.preprocess_ms >= 0
     assert workers == {"source-imgs"} and stats["errors"] == 1 and stats["state"] == "finished"
     assert any("1.png" in message and "unusable frame" in message for _, _, message in events.items)
+
+
+# --- looping sources and outages --------------------------------------------------------------------
+
+
+def _take(sources: SourceSet, count: int, limit_s: float = 5.0) -> list[Frame]:
+    frames: list[Frame] = []
+    deadline = time.monotonic() + limit_s
+    while len(frames) < count:
+        assert time.monotonic() < deadline, f"only {len(frames)} of {count} frames in time"
+        if (frame := sources.get(0.05)) is not None:
+            frames.append(frame)
+    return frames
+
+
+def _outage_then_recovery(sources: SourceSet, name: str, gone: Callable[[], None], back: Callable[[], None],
+                          events: Events) -> tuple[str, list[Frame]]:
+    """Take the source away until its outage shows in its stats, bring it back; (reason, frames after that)."""
+    gone()
+    while sources.get(0.05) is not None or not sources.stats()[name]["down_since"]:
+        time.sleep(0.01)  # drain what was read before it vanished, until the outage is reported
+    stats_down = sources.stats()[name]
+    assert stats_down["state"] == "reconnecting" and stats_down["outages"] == 1
+    assert sources.get(0.3) is None  # nothing is delivered while it is gone
+    back()
+    frames = _take(sources, 3)
+    stats = sources.stats()[name]
+    assert stats["down_since"] is None and stats["outages"] == 1 and stats["down_s"] >= 0.3
+    assert events.kinds()[-1] == "reopen" and "it was down" in events.items[-1][2]
+    return stats_down["down_reason"], frames
+
+
+def test_looping_folder_starts_again_and_waits_out_its_removal(tmp_path: Path) -> None:
+    folder = tmp_path / "parts"
+    for value in range(3):
+        _write_png(folder / f"{value}.png", value)
+    spec = parse_source(str(folder), loop=True)
+    assert spec.loop and not parse_source(str(folder), watch=True, loop=True).loop
+    events = Events()
+    with SourceSet([spec], on_event=events, backoff_s=(0.05, 0.1)) as sources:
+        frames = _take(sources, 7)
+        assert [f.index for f in frames] == list(range(7))
+        assert [Path(f.path).name for f in frames] == ["0.png", "1.png", "2.png"] * 2 + ["0.png"]
+        assert sources.stats()["parts"]["loops"] >= 2
+        reason, after = _outage_then_recovery(sources, "parts", lambda: folder.rename(tmp_path / "away"),
+                                              lambda: (tmp_path / "away").rename(folder), events)
+    assert "no readable image files (missing, empty or unreadable)" in reason
+    assert after[0].index > frames[-1].index and after[0].path.startswith(str(folder))
+
+
+def test_looping_video_is_retried_with_backoff_while_its_file_is_gone(tmp_path: Path) -> None:
+    video = _write_video(tmp_path / "line.avi")
+    events = Events()
+    with SourceSet([parse_source(str(video), loop=True)], on_event=events, backoff_s=(0.05, 0.1)) as sources:
+        frames = _take(sources, VIDEO_FRAMES + 3)
+        assert [round(_blue(f) / 20) for f in frames] == list(range(VIDEO_FRAMES)) + [0, 1, 2]
+        assert all(f.path == str(video) for f in frames)
+        reason, after = _outage_then_recovery(sources, "line", lambda: video.rename(tmp_path / "moved.avi"),
+                                              lambda: (tmp_path / "moved.avi").rename(video), events)
+        stats = sources.stats()["line"]
+    assert reason.startswith(f"cannot open video {video}")
+    assert stats["reopens"] >= 1 and stats["loops"] >= 1 and after[0].index > frames[-1].index
+
+
+def test_watched_folder_that_disappears_is_an_outage(tmp_path: Path) -> None:
+    folder = tmp_path / "incoming"
+    _write_png(folder / "first.png", 1)
+    events = Events()
+    with SourceSet([parse_source(str(folder), watch=True)], on_event=events, poll_s=0.02) as sources:
+        assert sources.get(3.0) is not None
+        folder.rename(tmp_path / "gone")
+        _wait_for(lambda: bool(sources.stats()["incoming"]["down_since"]))
+        assert "folder is gone" in sources.stats()["incoming"]["down_reason"]
+        (tmp_path / "gone").rename(folder)
+        _write_png(folder / "second.png", 2)
+        frame = sources.get(3.0)
+        assert frame is not None and frame.path == str(folder / "second.png")
+    assert sources.stats()["incoming"]["outages"] == 1 and events.kinds()[-1] == "reopen"
+
+
+def test_looping_folder_of_unreadable_files_backs_off_instead_of_spinning(tmp_path: Path) -> None:
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    with SourceSet([parse_source(str(tmp_path), loop=True)], backoff_s=(0.05, 0.1)) as sources:
+        time.sleep(0.6)
+    stats = sources.stats()[tmp_path.name]
+    assert stats["frames"] == 0 and stats["outages"] == 1 and stats["state"] == "stopped"
+    assert 4 <= stats["errors"] <= 20  # one unreadable file and one outage report per pass, 0.05-0.1 s apart

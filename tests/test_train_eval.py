@@ -59,13 +59,17 @@ def test_eval_writes_metrics_scores_plots_and_maps(trained: Path, category: Path
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["path", "label", "score"]
     split = json.loads((trained / "splits.json").read_text())
-    test_paths = split["test"] if isinstance(split["test"], list) else split["test"]["paths"]
-    assert sorted(r["path"] for r in rows) == sorted(test_paths)
+    assert isinstance(split["test"], list), "splits.json lists each split as a list of relative paths"
+    assert sorted(r["path"] for r in rows) == sorted(split["test"])
     for row in rows:
         stored = np.load(out / "maps" / Path(row["path"]).with_suffix(".npy"))
         assert stored.dtype == np.float32 and stored.shape == (96, 96)
     for plot in ("roc.png", "pr.png", "score_histogram.png", "pro.png", "examples.png"):
-        assert (out / plot).stat().st_size > 1000
+        assert (out / plot).stat().st_size > 1000 and (out / plot).with_suffix(".json").is_file()
+    assert json.loads((out / "roc.json").read_text())["auroc"] == pytest.approx(metrics["image_auroc"])
+    assert json.loads((out / "pro.json").read_text())["pro_score"] == pytest.approx(metrics["pro"], abs=1e-6)
+    histogram = json.loads((out / "score_histogram.json").read_text())
+    assert sum(histogram["good"]) + sum(histogram["defective"]) == len(rows)
 
 
 def test_eval_split_all_covers_every_test_image(trained: Path, category: Path, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from linewatch.errors import LinewatchError
 
-class DataError(ValueError):
+
+class DataError(LinewatchError, ValueError):
     """Bad or missing input data; the message always names the offending file or folder."""

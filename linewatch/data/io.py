@@ -3,7 +3,8 @@
 Everything downstream assumes HxWx3 uint8 RGB, whatever the file held (grey, alpha, 16-bit), so all
 conversion happens here. OpenCV can decode a truncated JPEG/PNG into a grey-filled image without
 complaint, and a cut-off upload would then be learned as a "good" part, so completeness is checked
-from the file structure before decoding.
+from the file structure before decoding. The declared size is checked first of all: a small file
+declaring a huge picture (a decompression bomb) is refused before the decoder allocates it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import cv2
 import numpy as np
 
 from linewatch.data.errors import DataError
+from linewatch.data.image_header import HeaderError, ImageHeader, read_header
+from linewatch.limits import MAX_PIXELS_ENV, max_image_pixels
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -69,11 +72,33 @@ def _truncation(data: bytes) -> str | None:
     return None
 
 
-def decode_image(buf: bytes | np.ndarray, name: str) -> np.ndarray:
-    """Decode an encoded image held in memory to HxWx3 uint8 RGB; `name` is used in error messages."""
+def check_declared_size(data: bytes, name: str, max_pixels: int | None = None) -> ImageHeader:
+    """The header's format and size, refusing other formats and more than `max_pixels` (default: the limit)."""
+    try:
+        header = read_header(data)
+    except HeaderError as exc:
+        raise DataError(f"{name}: not a readable image ({exc})") from None
+    if header is None:
+        raise DataError(f"{name}: not a PNG, JPEG, BMP, TIFF or WebP image")
+    size = f"{header.width}x{header.height}"
+    if header.width < 1 or header.height < 1:
+        raise DataError(f"{name}: {header.format} declares an empty {size} image")
+    limit = max_image_pixels() if max_pixels is None else max_pixels
+    if header.pixels > limit:
+        raise DataError(f"{name}: {header.format} declares {size} = {header.pixels:,} pixels, more than the limit "
+                        f"of {limit:,} (a decompression bomb? {MAX_PIXELS_ENV} raises the limit)")
+    return header
+
+
+def decode_image(buf: bytes | np.ndarray, name: str, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an encoded image held in memory to HxWx3 uint8 RGB; `name` is used in error messages.
+
+    The declared size is checked against `max_pixels` (default: `limits.max_image_pixels()`) first.
+    """
     data = buf.tobytes() if isinstance(buf, np.ndarray) else bytes(buf)
     if not data:
         raise DataError(f"{name}: file is empty")
+    check_declared_size(data, name, max_pixels)
     reason = _truncation(data)
     if reason is not None:
         raise DataError(f"{name}: image is truncated ({reason})")

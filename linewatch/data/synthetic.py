@@ -17,6 +17,7 @@ import click
 import cv2
 import numpy as np
 
+from linewatch.cli_common import friendly_errors
 from linewatch.data.errors import DataError
 
 DEFECT_TYPES = ("scratch", "spot", "hole")
@@ -136,13 +137,11 @@ def make_synthetic_category(
 @click.option("--n-train", type=int, default=40, show_default=True)
 @click.option("--n-test-good", type=int, default=10, show_default=True)
 @click.option("--n-test-defect", type=int, default=6, show_default=True, help="Images per defect type.")
+@friendly_errors
 def main(out: Path, size: int, seed: int, n_train: int, n_test_good: int, n_test_defect: int) -> None:
     """Generate a synthetic MVTec-layout category."""
-    try:
-        path = make_synthetic_category(out, n_train=n_train, n_test_good=n_test_good,
-                                       n_test_defect=n_test_defect, size=size, seed=seed)
-    except DataError as exc:
-        raise click.ClickException(str(exc)) from exc
+    path = make_synthetic_category(out, n_train=n_train, n_test_good=n_test_good,
+                                   n_test_defect=n_test_defect, size=size, seed=seed)
     click.echo(f"synthetic category written to {path}")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from linewatch.bundle import BundleError
+from linewatch.config import ConfigError
 from linewatch.engines.base import (
     DEVICE_CHOICES,
     ENGINE_CHOICES,
@@ -122,7 +123,7 @@ def _triton(bundle: Path, manifest: dict[str, Any], io: NetworkIO, precision: st
 
     triton = {key: value for key, value in (triton or {}).items() if value is not None}
     if not triton.get("url"):
-        raise ValueError("--engine triton needs --triton-url HOST:PORT (Triton's gRPC port, usually 8001)")
+        raise ConfigError("--engine triton needs --triton-url HOST:PORT (Triton's gRPC port, usually 8001)")
     key = _ONNX_KEY[precision]
     if not _recorded(bundle, manifest, key):
         raise BundleError(f"{bundle} has no {_DEFAULT_FILE[key]}: run export-model {bundle} --format {_FORMAT[key]}, "

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from linewatch.bundle import BundleError
+from linewatch.errors import LinewatchError
 
 ONNX_FILE = "network.onnx"
 INT8_FILE = "network.int8.onnx"
@@ -23,7 +24,7 @@ GPU_EXTRA = "pip install -e '.[gpu]' (the gpu extra: onnxruntime-gpu, tensorrt, 
 TRITON_EXTRA = "pip install -e '.[triton]' (the triton extra: tritonclient[grpc])"
 
 
-class EngineUnavailable(ValueError):
+class EngineUnavailable(LinewatchError, ValueError):
     """The requested engine or device cannot run on this machine; the message says what is missing."""
 
 

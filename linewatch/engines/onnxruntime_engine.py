@@ -32,7 +32,7 @@ class OnnxRuntimeEngine:
             raise ValueError(f"device {device!r} is not one of {', '.join(DEVICE_CHOICES)}")
         self.path = Path(onnx_path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {self.path}")
+            raise BundleError(f"ONNX model not found: {self.path}")
         available = ort.get_available_providers()
         gpu = [p for p in _GPU_PROVIDERS if p in available] if device != "cpu" else []
         if device == "cuda" and not gpu:

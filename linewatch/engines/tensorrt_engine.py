@@ -46,7 +46,7 @@ class TensorRTEngine:
 
         self.path = Path(plan_path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"TensorRT engine not found: {self.path}")
+            raise BundleError(f"TensorRT engine not found: {self.path}")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())

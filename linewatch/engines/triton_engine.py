@@ -22,6 +22,7 @@ import numpy as np
 
 from linewatch.bundle import BundleError
 from linewatch.engines.base import TRITON_EXTRA, EngineUnavailable, NetworkIO, check_names
+from linewatch.errors import LinewatchError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class TritonTarget:
     retry_s: float = DEFAULT_RETRY_S
 
 
-class TritonUnavailable(RuntimeError):
+class TritonUnavailable(LinewatchError, RuntimeError):
     """The server or model stayed unreachable for the whole retry budget; the message says what failed."""
 
 

@@ -1,7 +1,9 @@
 """PNG plots for an evaluation report: ROC, PR, score histogram, PRO curve, threshold study, defect-type
 confusion matrix and an example grid.
 
-Uses the non-interactive Agg backend so reports render on headless CI and line PCs.
+Uses the non-interactive Agg backend so reports render on headless CI and line PCs. Every plot is
+written with the numbers it draws beside it (`roc.png` + `roc.json`), so a report can be checked,
+re-plotted or compared without reading pixels.
 """
 
 from __future__ import annotations
@@ -36,18 +38,42 @@ class ExampleItem:
     score: float
 
 
+DPI = 100
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays and scalars as JSON lists and numbers (non-finite numbers as null)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
+def plot_data_path(path: str | Path) -> Path:
+    """Where the numbers drawn in the plot at ``path`` are written: the same name with ``.json``."""
+    return Path(path).with_suffix(".json")
+
+
 @contextmanager
 def _figure(
-    path: str | Path, nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (5.0, 4.0)
+    path: str | Path, nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (5.0, 4.0),
+    data: dict[str, Any] | None = None,
 ) -> Iterator[Any]:
-    """Yield a grid of axes, then save to ``path`` and always close the figure (no leaks in loops)."""
+    """Yield a grid of axes, then save to ``path`` (``data``, when given, beside it) and always close the figure.
+
+    The bench's figures pass no data: they draw its results.json, which is their record."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
     try:
         yield axes
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=DPI)
+        if data is not None:
+            plot_data_path(path).write_text(json.dumps(_plain(data), indent=1) + "\n")
     finally:
         plt.close(fig)
 
@@ -55,12 +81,13 @@ def _figure(
 def plot_roc(labels: ArrayLike, scores: ArrayLike, path: str | Path) -> Path:
     """Image-level ROC curve with its AUROC in the title."""
     fpr, tpr, _ = roc_curve(labels, scores)
-    with _figure(path) as axes:
+    area = trapezoid(tpr, fpr)
+    with _figure(path, data={"fpr": fpr, "tpr": tpr, "auroc": area}) as axes:
         ax = axes[0, 0]
         ax.plot(fpr, tpr, lw=2)
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false-positive rate", ylabel="true-positive rate")
-        ax.set_title(f"ROC (AUROC = {trapezoid(tpr, fpr):.4f})")
+        ax.set_title(f"ROC (AUROC = {area:.4f})")
     return Path(path)
 
 
@@ -68,12 +95,14 @@ def plot_pr(labels: ArrayLike, scores: ArrayLike, path: str | Path) -> Path:
     """Precision-recall curve drawn as the steps average precision integrates, AP in the title."""
     precision, recall, _ = pr_curve(labels, scores)
     prevalence = float(np.mean(np.asarray(labels) == 1))
-    with _figure(path) as axes:
+    ap = auprc(labels, scores)
+    data = {"recall": recall, "precision": precision, "ap": ap, "prevalence": prevalence}
+    with _figure(path, data=data) as axes:
         ax = axes[0, 0]
         ax.step(np.append(0.0, recall), np.append(precision[0], precision), where="pre", lw=2)
         ax.axhline(prevalence, ls="--", color="grey", lw=1, label=f"chance ({prevalence:.2f})")
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
-        ax.set_title(f"Precision-recall (AP = {auprc(labels, scores):.4f})")
+        ax.set_title(f"Precision-recall (AP = {ap:.4f})")
         ax.legend(loc="lower left")
     return Path(path)
 
@@ -84,14 +113,16 @@ def plot_score_histogram(labels: ArrayLike, scores: ArrayLike, threshold: float,
     y = np.asarray(labels).ravel() == 1
     s = np.asarray(scores, dtype=np.float64).ravel()
     bins = np.histogram_bin_edges(np.append(s, threshold), bins=40)
-    with _figure(path, figsize=(6.0, 4.0)) as axes:
+    area = auroc(y, s) if 0 < y.sum() < y.size else None
+    data = {"bins": bins, "good": np.histogram(s[~y], bins)[0], "defective": np.histogram(s[y], bins)[0],
+            "threshold": threshold, "auroc": area}
+    with _figure(path, figsize=(6.0, 4.0), data=data) as axes:
         ax = axes[0, 0]
         ax.hist(s[~y], bins=bins, alpha=0.6, color="tab:green", label=f"good (n={int((~y).sum())})")
         ax.hist(s[y], bins=bins, alpha=0.6, color="tab:red", label=f"defective (n={int(y.sum())})")
         ax.axvline(threshold, color="black", ls="--", lw=1.5, label=f"threshold = {threshold:.4g}")
         ax.set(xlabel="anomaly score", ylabel="images")
-        both = 0 < y.sum() < y.size
-        ax.set_title(f"{title} (AUROC = {auroc(y, s):.4f})" if both else title)
+        ax.set_title(title if area is None else f"{title} (AUROC = {area:.4f})")
         ax.legend()
     return Path(path)
 
@@ -99,7 +130,7 @@ def plot_score_histogram(labels: ArrayLike, scores: ArrayLike, threshold: float,
 def plot_threshold_study(labels: ArrayLike, scores: ArrayLike, threshold: float, path: str | Path) -> dict[str, Any]:
     """Precision, recall and F1 as the threshold moves over every observed score, the chosen one marked.
 
-    The plotted values are written beside the PNG as JSON and returned.
+    The plotted values are written beside the PNG as JSON (as every plot's are) and returned.
     """
     precision, recall, thresholds = pr_curve(labels, scores)
     f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
@@ -107,7 +138,7 @@ def plot_threshold_study(labels: ArrayLike, scores: ArrayLike, threshold: float,
     data = {"thresholds": thresholds.tolist(), "precision": precision.tolist(), "recall": recall.tolist(),
             "f1": f1.tolist(), "threshold": float(threshold),
             "at_threshold": {k: chosen[k] for k in ("precision", "recall", "f1")}}
-    with _figure(path, figsize=(6.0, 4.0)) as axes:
+    with _figure(path, figsize=(6.0, 4.0), data=data) as axes:
         ax = axes[0, 0]
         ax.plot(thresholds, precision, label="precision", drawstyle="steps-post")
         ax.plot(thresholds, recall, label="recall", drawstyle="steps-post")
@@ -116,7 +147,6 @@ def plot_threshold_study(labels: ArrayLike, scores: ArrayLike, threshold: float,
         ax.set(xlabel="threshold on the raw score", ylabel="value", ylim=(0, 1.02))
         ax.set_title(f"Threshold study (F1 at threshold = {chosen['f1']:.3f})")
         ax.legend(loc="lower left", fontsize=8)
-    Path(path).with_suffix(".json").write_text(json.dumps(data) + "\n")
     return data
 
 
@@ -126,7 +156,7 @@ def plot_pro(fpr: np.ndarray, pro: np.ndarray, path: str | Path, fpr_limit: floa
     pro = np.asarray(pro, dtype=np.float64)
     keep = fpr <= fpr_limit
     score = trapezoid(pro[keep], fpr[keep]) / fpr_limit
-    with _figure(path) as axes:
+    with _figure(path, data={"fpr": fpr[keep], "pro": pro[keep], "fpr_limit": fpr_limit, "pro_score": score}) as axes:
         ax = axes[0, 0]
         ax.plot(fpr[keep], pro[keep], lw=2)
         ax.set(xlim=(0, fpr_limit), ylim=(0, 1.02), xlabel="pixel false-positive rate")
@@ -178,7 +208,10 @@ def plot_examples(
     vmax = max(float(np.max(item.anomaly_map)) for item in items) if vmax is None else vmax
     vmin = min(float(np.min(item.anomaly_map)) for item in items) if vmin is None else vmin
     shown = list(items)[:max_items]
-    with _figure(path, nrows=len(shown), ncols=3, figsize=(9.0, 3.0 * len(shown))) as axes:
+    data = {"vmin": vmin, "vmax": vmax, "items": [
+        {"title": item.title, "score": item.score, "has_mask": item.mask is not None,
+         "map_min": float(np.min(item.anomaly_map)), "map_max": float(np.max(item.anomaly_map))} for item in shown]}
+    with _figure(path, len(shown), 3, figsize=(9.0, 3.0 * len(shown)), data=data) as axes:
         for row, item in zip(axes, shown, strict=True):
             row[0].imshow(item.image)
             row[0].set_title(item.title, fontsize=9)

@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from linewatch.config import ConfigError
 from linewatch.data import DataError, Sample, Splits, read_image, scan_category
 from linewatch.engines import INT8_FILE, ONNX_FILE, exported_file
 from linewatch.engines.onnxruntime_engine import OnnxRuntimeEngine
+from linewatch.errors import LinewatchError
 from linewatch.export.accuracy import SplitScores, score_split
 from linewatch.export.onnx_export import record_export
 from linewatch.inspector import Inspector
@@ -37,7 +39,7 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 _CALIBRATION_BATCH = 8
 
 
-class AccuracyError(ValueError):
+class AccuracyError(LinewatchError, ValueError):
     """The int8 network loses more image AUROC than allowed; nothing was written to the bundle."""
 
 
@@ -121,7 +123,7 @@ def quantize(fp32_path: Path, int8_path: Path, reader: TrainingImages, method: s
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     if method not in CALIBRATION_METHODS:
-        raise ValueError(f"calibration method {method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+        raise ConfigError(f"calibration method {method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
     handlers = [] if log.isEnabledFor(logging.DEBUG) else logging.getLogger().handlers

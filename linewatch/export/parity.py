@@ -15,6 +15,7 @@ import numpy as np
 
 from linewatch.data import DataError, Splits, is_image_file, read_image, scan_category
 from linewatch.engines import Engine
+from linewatch.errors import LinewatchError
 from linewatch.features.preprocess import Preprocessor
 from linewatch.inspector import Inspector
 
@@ -119,7 +120,7 @@ class ParityReport:
         return "\n".join(rows)
 
 
-class ParityError(ValueError):
+class ParityError(LinewatchError, ValueError):
     """An export's image scores differ from PyTorch's beyond the tolerance; the file was not installed."""
 
     def __init__(self, report: ParityReport, filename: str) -> None:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from linewatch.bundle import sha256
+from linewatch.bundle import BundleError, sha256
 from linewatch.engines import PLAN_FILE, EngineUnavailable, NetworkIO, exported_file
 from linewatch.engines.tensorrt_engine import TensorRTEngine, import_tensorrt
 from linewatch.export.onnx_export import record_export
@@ -40,7 +40,7 @@ def build_plan(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ValueError(f"TensorRT could not parse {onnx_path}: {errors}")
+        raise BundleError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     if fp16:
         if not hasattr(trt.BuilderFlag, "FP16"):
@@ -53,7 +53,7 @@ def build_plan(
         config.clear_flag(trt.BuilderFlag.TF32)
     outputs = [network.get_output(i).name for i in range(network.num_outputs)]
     if sorted(outputs) != sorted(io.outputs):
-        raise ValueError(f"{onnx_path} has outputs {outputs}, the bundle's network {list(io.outputs)}")
+        raise BundleError(f"{onnx_path} has outputs {outputs}, the bundle's network {list(io.outputs)}")
     shape = tuple(network.get_input(0).shape)  # (-1, C, H, W)
     profile = builder.create_optimization_profile()
     profile.set_shape(io.input_name, (1, *shape[1:]), (max_batch, *shape[1:]), (max_batch, *shape[1:]))
@@ -87,7 +87,7 @@ def build_bundle_plan(
     bundle = Path(bundle)
     onnx_file = exported_file(manifest, "onnx")
     if onnx_file not in manifest["files"]:
-        raise ValueError(f"{bundle} has no recorded {onnx_file}: run export-model {bundle} --format onnx")
+        raise BundleError(f"{bundle} has no recorded {onnx_file}: run export-model {bundle} --format onnx")
     with tempfile.TemporaryDirectory(dir=bundle, prefix=".export-") as tmp:
         staging = Path(tmp) / PLAN_FILE
         section = build_plan(bundle / onnx_file, staging, inspector.io, max_batch, fp16)

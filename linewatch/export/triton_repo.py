@@ -19,6 +19,7 @@ from typing import Any
 import onnx
 
 from linewatch.bundle import BundleError, bundle_id, write_manifest
+from linewatch.config import ConfigError
 from linewatch.engines import INT8_FILE, ONNX_FILE, PLAN_FILE, exported_file
 from linewatch.engines.triton_engine import SHA_PARAMETER
 
@@ -112,14 +113,14 @@ def write_repository(
     """
     bundle, repository = Path(bundle), Path(repository)
     if kind not in KINDS or backend not in BACKENDS:
-        raise ValueError(f"kind must be one of {KINDS} and backend one of {BACKENDS}, got {kind!r}, {backend!r}")
+        raise ConfigError(f"kind must be one of {KINDS} and backend one of {BACKENDS}, got {kind!r}, {backend!r}")
     if max_batch < 1 or instances < 1:
-        raise ValueError(f"--max-batch and --instances must be at least 1, got {max_batch} and {instances}")
+        raise ConfigError(f"--max-batch and --instances must be at least 1, got {max_batch} and {instances}")
     if backend == "tensorrt" and kind != "gpu":
-        raise ValueError("a TensorRT plan runs on a GPU only: use --kind gpu")
+        raise ConfigError("a TensorRT plan runs on a GPU only: use --kind gpu")
     served, described = _network_file(bundle, manifest, backend, precision)
     if backend == "tensorrt" and max_batch > int(manifest["export"]["tensorrt"]["batch"]["max"]):
-        raise ValueError(f"--max-batch {max_batch} is above the plan's largest batch "
+        raise ConfigError(f"--max-batch {max_batch} is above the plan's largest batch "
                          f"{manifest['export']['tensorrt']['batch']['max']}: rebuild it with --max-batch")
     name = name or model_name(manifest, precision)
     sha = manifest["files"][served]["sha256"]

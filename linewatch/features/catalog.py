@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from linewatch.config import ConfigError
+
 LAYER_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 
 
@@ -51,14 +53,14 @@ def get_spec(name: str) -> BackboneSpec:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(sorted(BACKBONES))}") from None
+        raise ConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(sorted(BACKBONES))}") from None
 
 
 def check_layers(spec: BackboneSpec, layers: tuple[str, ...]) -> tuple[str, ...]:
     """Validate and order layer names from shallow to deep."""
     if not layers:
-        raise ValueError("at least one feature layer is needed")
+        raise ConfigError("at least one feature layer is needed")
     unknown = [layer for layer in layers if layer not in spec.channels]
     if unknown:
-        raise ValueError(f"unknown layer(s) {unknown} for {spec.name}; choose from {sorted(spec.channels)}")
+        raise ConfigError(f"unknown layer(s) {unknown} for {spec.name}; choose from {sorted(spec.channels)}")
     return tuple(sorted(set(layers), key=lambda layer: LAYER_STRIDES[layer]))

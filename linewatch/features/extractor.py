@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from linewatch.config import ConfigError
 from linewatch.features.backbones import build_backbone
 from linewatch.features.catalog import LAYER_STRIDES, check_layers, get_spec
 
@@ -37,7 +38,7 @@ class FeatureConfig:
             raise ValueError("choose either projection_dims or channel_subset, not both")
         stride = LAYER_STRIDES[self.layers[-1]]
         if min(self.image_size) < stride:
-            raise ValueError(f"image size {self.image_size} is smaller than the stride {stride} of {self.layers[-1]}")
+            raise ConfigError(f"image size {self.image_size} is smaller than the stride {stride} of {self.layers[-1]}")
 
     @property
     def concat_dims(self) -> int:
@@ -91,7 +92,7 @@ class FeatureExtractor(nn.Module):
             self.projection = None
         if config.channel_subset:
             if config.channel_subset > config.concat_dims:
-                raise ValueError(f"channel_subset {config.channel_subset} > {config.concat_dims} feature channels")
+                raise ConfigError(f"channel_subset {config.channel_subset} > {config.concat_dims} feature channels")
             index = torch.randperm(config.concat_dims, generator=generator)[: config.channel_subset]
             self.register_buffer("channel_index", index.sort().values)
         else:

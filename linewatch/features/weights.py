@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from linewatch.bundle import sha256
+from linewatch.errors import LinewatchError
 from linewatch.features.catalog import BackboneSpec
 
 
-class WeightsError(RuntimeError):
+class WeightsError(LinewatchError, RuntimeError):
     """Weights could not be found or do not fit the backbone."""
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from linewatch.data.errors import DataError
 from linewatch.metrics.image import best_f1_threshold, threshold_at_fpr
 
 
@@ -54,6 +55,9 @@ def calibrate(
     ``f1`` maximizes F1 (needs defective samples); ``fpr`` keeps the false-positive rate on the good
     samples <= ``target_fpr`` and works with good samples only (labels all 0).
     """
+    if np.asarray(scores).size == 0:
+        raise DataError("no validation images to calibrate the threshold on: train/good holds too few images "
+                        "(about 20% of them are held out for calibration; 3 or more are needed)")
     if method == "f1":
         threshold, _ = best_f1_threshold(labels, scores)
     elif method == "fpr":

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from linewatch.config import Option
+from linewatch.bundle import BundleError
+from linewatch.config import ConfigError, Option
 from linewatch.models.base import Detector, FitContext, Fitted
 
 _MODULES = {
@@ -44,9 +45,9 @@ class DetectorSpec:
 
 
 def get_spec(kind: str) -> DetectorSpec:
-    """The spec of a detector kind, or a ValueError listing the known kinds."""
+    """The spec of a detector kind, or a ConfigError listing the known kinds."""
     if kind not in _MODULES:
-        raise ValueError(f"unknown detector kind {kind!r}; known: {', '.join(DETECTOR_KINDS)}")
+        raise ConfigError(f"unknown detector kind {kind!r}; known: {', '.join(DETECTOR_KINDS)}")
     spec = importlib.import_module(_MODULES[kind]).SPEC
     if spec.kind != kind:
         raise RuntimeError(f"{_MODULES[kind]} registers {spec.kind!r}, expected {kind!r}")
@@ -59,4 +60,7 @@ def all_specs() -> list[DetectorSpec]:
 
 def load_detector(directory: Path, section: dict[str, Any], device: str = "cpu") -> Detector:
     """Rebuild a bundle's scorer from its detector section."""
-    return get_spec(str(section.get("kind"))).load(Path(directory), section, device)
+    kind = str(section.get("kind"))
+    if kind not in _MODULES:
+        raise BundleError(f"unknown detector kind {kind!r} in bundle {directory}; known: {', '.join(DETECTOR_KINDS)}")
+    return get_spec(kind).load(Path(directory), section, device)

@@ -12,7 +12,9 @@ from click.core import ParameterSource
 
 from linewatch.cli_common import friendly_errors, setup_logging
 from linewatch.engines.base import DEVICE_CHOICES, ENGINE_CHOICES, PRECISION_CHOICES
-from linewatch.runtime.publisher import DEFAULT_ADDRESS
+from linewatch.runtime.journal import ON_ERROR_CHOICES
+from linewatch.runtime.publisher import DEFAULT_ADDRESS, SNDHWM
+from linewatch.runtime.stats import reliability_lines
 
 
 def _format_summary(summary: dict) -> str:
@@ -22,7 +24,8 @@ def _format_summary(summary: dict) -> str:
             f"{summary['drops']} dropped, {summary['errors']} errors\n"
             f"  latency ms p50 {lat['p50']:.1f} / p95 {lat['p95']:.1f} / p99 {lat['p99']:.1f}\n"
             f"  mean ms per frame: {stages}\n"
-            f"  engine {summary['engine']}, model {summary['model']}, published on {summary['endpoint']}")
+            f"  engine {summary['engine']}, model {summary['model']}, published on {summary['endpoint']}"
+            f"{reliability_lines(summary)}")
 
 
 def _with_site(ctx: click.Context, config: Path | None, line: str | None, values: dict[str, Any]) -> dict[str, Any]:
@@ -47,6 +50,8 @@ def _with_site(ctx: click.Context, config: Path | None, line: str | None, values
               help="camera0 | N | video file | rtsp:// or http(s):// URL | folder | glob; NAME=SPEC names it. "
                    "Repeatable.")
 @click.option("--watch", is_flag=True, help="Folder/glob sources keep polling for new files.")
+@click.option("--loop", is_flag=True, help="Video, folder and glob sources start again at their end (not with "
+                                          "--watch); a looping file source that disappears is retried with backoff.")
 @click.option("--batch", type=click.IntRange(1, 256), default=4, help="Frames per backbone batch at most.")
 @click.option("--max-wait-ms", type=click.FloatRange(0), default=20.0, help="Longest wait to fill a batch.")
 @click.option("--engine", type=click.Choice(ENGINE_CHOICES), default="auto",
@@ -70,6 +75,11 @@ def _with_site(ctx: click.Context, config: Path | None, line: str | None, values
               help="Hold the first frame until N subscribers have subscribed.")
 @click.option("--wait-timeout", type=click.FloatRange(0), default=10.0, help="Seconds to wait for subscribers.")
 @click.option("--journal", type=click.Path(path_type=Path), help="Append every verdict header as a JSON line.")
+@click.option("--on-journal-error", type=click.Choice(ON_ERROR_CHOICES), default="stop",
+              help="When the journal cannot be written (disk full): stop (exit status 2), or go on publishing "
+                   "verdicts that are not journalled.")
+@click.option("--send-hwm", type=click.IntRange(1), default=SNDHWM,
+              help="Verdicts queued per subscriber before ZeroMQ drops for that subscriber (it sees seq gaps).")
 @click.option("--summary", "summary_file", type=click.Path(path_type=Path), help="Write the exit summary as JSON.")
 @click.option("--name", "runtime_name", default="linewatch", help="Runtime name, used in status.<name>.")
 @click.option("--queue-size", type=click.IntRange(1), default=8, help="Decoded frames buffered per file source.")
@@ -86,13 +96,13 @@ def main(ctx: click.Context, config: Path | None, line: str | None, verbose: boo
         raise click.UsageError("--bundle and --source are required (or a --config site file that sets them)")
     summary_file = o["summary_file"]
     runtime = Runtime(RunOptions(
-        bundle=o["bundle"], sources=tuple(o["sources"]), watch=o["watch"], batch=o["batch"],
+        bundle=o["bundle"], sources=tuple(o["sources"]), watch=o["watch"], loop=o["loop"], batch=o["batch"],
         max_wait_ms=o["max_wait_ms"], engine=o["engine"], device=o["device"], threads=o["threads"],
         publish=o["publish"], send_frames=o["send_frames"], wait_subscribers=o["wait_subscribers"],
-        wait_timeout_s=o["wait_timeout"], journal=o["journal"], runtime_name=o["runtime_name"],
-        queue_size=o["queue_size"], precision=o["precision"], triton_url=o["triton_url"],
-        triton_model=o["triton_model"], triton_timeout_s=o["triton_timeout"], triton_retry_s=o["triton_retry"],
-        publish_connect=o["publish_connect"],
+        wait_timeout_s=o["wait_timeout"], journal=o["journal"], on_journal_error=o["on_journal_error"],
+        send_hwm=o["send_hwm"], runtime_name=o["runtime_name"], queue_size=o["queue_size"],
+        precision=o["precision"], triton_url=o["triton_url"], triton_model=o["triton_model"],
+        triton_timeout_s=o["triton_timeout"], triton_retry_s=o["triton_retry"], publish_connect=o["publish_connect"],
     ))
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: runtime.stop())
@@ -103,3 +113,5 @@ def main(ctx: click.Context, config: Path | None, line: str | None, verbose: boo
         summary_file.parent.mkdir(parents=True, exist_ok=True)
         summary_file.write_text(json.dumps(summary, indent=2) + "\n")
     click.echo(_format_summary(summary))
+    if runtime.failure:
+        raise runtime.failure

@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from linewatch.metrics.calibrate import ScoreNormalizer
+from linewatch.runtime.message_check import MessageError, check_verdict_fields
 from linewatch.runtime.postprocess import Region
 
 VERDICT_SCHEMA = "linewatch.verdict/2"
@@ -18,7 +19,7 @@ READABLE_VERDICT_SCHEMAS = (VERDICT_SCHEMA, "linewatch.verdict/1")
 STATUS_SCHEMA = "linewatch.status/1"
 VERDICT_PREFIX = "verdict."
 STATUS_PREFIX = "status."
-_VERDICT_KEYS = ("seq", "source", "frame", "verdict", "score", "raw_score", "threshold", "heatmap", "regions")
+_VERDICT_KEYS = ("seq", "source", "frame", "verdict", "score", "raw_score", "threshold", "image", "heatmap", "regions")
 
 
 def encode_json(obj: dict[str, Any]) -> bytes:
@@ -83,34 +84,35 @@ def _check_header(topic: str, header: dict[str, Any], n_parts: int) -> bool:
     schema = header.get("schema")
     if topic.startswith(STATUS_PREFIX):
         if schema != STATUS_SCHEMA:
-            raise ValueError(f"status message on {topic!r} has schema {schema!r}; expected {STATUS_SCHEMA!r}")
+            raise MessageError(f"status message on {topic!r} has schema {schema!r}; expected {STATUS_SCHEMA!r}")
         return False
     if not topic.startswith(VERDICT_PREFIX):
-        raise ValueError(f"unknown topic {topic!r}; expected {VERDICT_PREFIX!r}* or {STATUS_PREFIX!r}*")
+        raise MessageError(f"unknown topic {topic!r}; expected {VERDICT_PREFIX!r}* or {STATUS_PREFIX!r}*")
     if schema not in READABLE_VERDICT_SCHEMAS:
-        raise ValueError(f"verdict message on {topic!r} has schema {schema!r}; expected one of "
-                         f"{', '.join(READABLE_VERDICT_SCHEMAS)}")
+        raise MessageError(f"verdict message on {topic!r} has schema {schema!r}; expected one of "
+                           f"{', '.join(READABLE_VERDICT_SCHEMAS)}")
     if n_parts not in (3, 4):
-        raise ValueError(f"verdict message must have 3 or 4 parts, got {n_parts}")
+        raise MessageError(f"verdict message must have 3 or 4 parts, got {n_parts}")
     missing = [key for key in _VERDICT_KEYS if key not in header]
     if missing:
-        raise ValueError(f"verdict header on {topic!r} lacks {missing}")
+        raise MessageError(f"verdict header on {topic!r} lacks {missing}")
     if topic != verdict_topic(str(header["source"])):
-        raise ValueError(f"topic {topic!r} does not match source {header['source']!r}")
+        raise MessageError(f"topic {topic!r} does not match source {header['source']!r}")
+    check_verdict_fields(header)
     return True
 
 
 def parse_message(parts: list[bytes]) -> tuple[str, dict[str, Any], bytes | None, bytes | None]:
     """Multipart message -> (topic, header, heatmap, frame); status messages have neither binary part."""
     if len(parts) < 2:
-        raise ValueError(f"message needs at least [topic, header], got {len(parts)} part(s)")
+        raise MessageError(f"message needs at least [topic, header], got {len(parts)} part(s)")
     try:
         topic = bytes(parts[0]).decode("utf-8")
         header = json.loads(bytes(parts[1]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"message topic/header is not UTF-8 JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, a 5000-digit number, nesting too deep
+        raise MessageError(f"message topic/header is not UTF-8 JSON: {exc}") from exc
     if not isinstance(header, dict):
-        raise ValueError(f"message header must be a JSON object, got {type(header).__name__}")
+        raise MessageError(f"message header must be a JSON object, got {type(header).__name__}")
     if not _check_header(topic, header, len(parts)):
         return topic, header, None, None
     heatmap = bytes(parts[2])

@@ -3,8 +3,9 @@
 Sources decode in their own threads, so decoding overlaps with inference. The main loop takes
 micro-batches, runs the detector's network through the chosen engine and scores its named outputs
 through the same `Inspector.score` path as `inspect-eval`, so published raw scores equal the evaluation's.
-Every verdict is journalled (flushed) before it is published. On stop, frames already decoded are
-still processed, sockets are closed and a summary is returned.
+Every verdict is journalled (flushed) before it is published; a journal that cannot be written stops
+the run (or, with ``on_journal_error="continue"``, is counted and skipped). On stop, frames already
+decoded are still processed, sockets are closed and a summary is returned.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from linewatch.inspector import Inspector
 from linewatch.models.patchcore.knn import set_cpu_threads
 from linewatch.runtime.batcher import Batcher
 from linewatch.runtime.frames import Frame
-from linewatch.runtime.journal import Journal
+from linewatch.runtime.journal import Journal, JournalError
 from linewatch.runtime.messages import build_header
 from linewatch.runtime.postprocess import encode_frame_jpeg, encode_heatmap, find_regions
-from linewatch.runtime.publisher import DEFAULT_ADDRESS, Publisher
+from linewatch.runtime.publisher import DEFAULT_ADDRESS, SNDHWM, Publisher
 from linewatch.runtime.sources import SourceSet, parse_sources
 from linewatch.runtime.stats import RuntimeStats
 
@@ -43,6 +44,7 @@ class RunOptions:
     bundle: Path
     sources: tuple[str, ...]
     watch: bool = False
+    loop: bool = False
     batch: int = 4
     max_wait_ms: float = 20.0
     engine: str = "auto"
@@ -53,6 +55,8 @@ class RunOptions:
     wait_subscribers: int = 0
     wait_timeout_s: float = 10.0
     journal: Path | None = None
+    on_journal_error: str = "stop"
+    send_hwm: int = SNDHWM
     runtime_name: str = "linewatch"
     queue_size: int = 8
     status_interval_s: float = 1.0
@@ -73,6 +77,8 @@ class Runtime:
         self.stop_event = threading.Event()
         self.stats = RuntimeStats()
         self.events: list[dict[str, Any]] = []
+        self.failure: JournalError | None = None  # what stopped the run early, if anything
+        specs = parse_sources(options.sources, options.watch, options.loop)  # bad sources fail before the model loads
         knn_device = "cpu" if options.device == "cpu" else "auto"
         set_cpu_threads(RUNTIME_KNN_THREADS)
         cv2.setNumThreads(RUNTIME_OPENCV_THREADS)
@@ -83,12 +89,19 @@ class Runtime:
                                   {"url": options.triton_url, "model": options.triton_model,
                                    "timeout_s": options.triton_timeout_s, "retry_s": options.triton_retry_s},
                                   self.stop_event)
-        self.sources = SourceSet(parse_sources(options.sources, options.watch), queue_size=options.queue_size,
+        self.sources = SourceSet(specs, queue_size=options.queue_size,
                                  on_event=self._on_event, prepare=self.inspector.preprocessor.prepare)
         self.batcher = Batcher(self.sources.get, options.batch, options.max_wait_ms)
-        self.publisher = Publisher(options.publish, options.runtime_name, options.send_frames,
-                                   connect=options.publish_connect)
-        self.journal = Journal(options.journal) if options.journal else None
+        self.journal = Journal(options.journal, on_error=options.on_journal_error) if options.journal else None
+        try:
+            self.publisher = Publisher(options.publish, options.runtime_name, options.send_frames,
+                                       connect=options.publish_connect,
+                                       first_seq=self.journal.next_seq if self.journal else 0,
+                                       send_hwm=options.send_hwm)
+        except Exception:
+            if self.journal:
+                self.journal.close()
+            raise
         self._last_status = 0.0
 
     def _on_event(self, kind: str, source: str, message: str) -> None:
@@ -109,15 +122,11 @@ class Runtime:
                                 seen, self.options.wait_subscribers, self.options.wait_timeout_s)
             self.stats.started = time.monotonic()
             self.sources.start()
-            while not self.stop_event.is_set():
-                frames = self.batcher.next_batch(self.stop_event)
-                if frames:
-                    self._process(frames)
-                elif self.sources.done():
-                    break
-                self._maybe_status()
-            self.sources.stop()
-            self._drain()
+            try:
+                self._loop()
+            except JournalError as exc:  # frames not yet scored are dropped: nothing more may be published
+                self.failure = exc
+                log.error("%s", exc)
             self._maybe_status(force=True)
         finally:
             self.sources.stop()
@@ -125,6 +134,17 @@ class Runtime:
             if self.journal:
                 self.journal.close()
         return self.summary()
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            frames = self.batcher.next_batch(self.stop_event)
+            if frames:
+                self._process(frames)
+            elif self.sources.done():
+                break
+            self._maybe_status()
+        self.sources.stop()
+        self._drain()
 
     def _drain(self) -> None:
         """Frames already decoded when the stop came are still scored and published."""
@@ -140,11 +160,15 @@ class Runtime:
         return self.stats.summary(self.sources.stats(), {
             "engine": self.engine.describe(), "model": self.inspector.model_id,
             "published": self.publisher.published, "endpoint": self.publisher.endpoint,
+            "journal": self.journal.stats() if self.journal else None,
+            "failure": str(self.failure) if self.failure else None,
         })
 
     def _process(self, frames: list[Frame]) -> None:
         try:
             self._process_batch(frames)
+        except JournalError:
+            raise
         except Exception:
             self.stats.errors += len(frames)
             names = ", ".join(f"{f.source}#{f.index}" for f in frames)
@@ -207,4 +231,5 @@ class Runtime:
             "sources": sources,
             "events": self.events[-5:],
             "engine": self.engine.describe(),
+            "journal": self.journal.stats() if self.journal else None,
         })

@@ -13,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from linewatch.data.image_header import HeaderError, read_header
 from linewatch.metrics.calibrate import ScoreNormalizer
 
 HEATMAP_ENCODING = "png-u8"
@@ -111,8 +112,15 @@ def decode_heatmap(data: bytes, meta: dict[str, Any]) -> np.ndarray:
         raise ValueError(
             f"unsupported heatmap encoding {meta.get('encoding')!r}; expected {HEATMAP_ENCODING!r}"
         )
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     expected = (int(meta["height"]), int(meta["width"]))
+    # Received bytes: a header declaring another size (or a bomb) is refused before the decoder allocates it.
+    try:
+        declared = read_header(bytes(data))
+    except HeaderError:
+        declared = None
+    if declared is None or declared.format != "PNG" or (declared.height, declared.width) != expected:
+        raise ValueError(f"heatmap does not decode to a {expected} uint8 image (its header declares {declared})")
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.dtype != np.uint8 or img.shape != expected:
         got = None if img is None else (img.shape, img.dtype)
         raise ValueError(f"heatmap does not decode to a {expected} uint8 image (got {got})")

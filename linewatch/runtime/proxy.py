@@ -21,6 +21,7 @@ import click
 import zmq
 
 from linewatch.cli_common import friendly_errors, setup_logging
+from linewatch.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class Proxy:
                 try:
                     socket.bind(address)
                 except zmq.ZMQError as exc:
-                    raise ValueError(f"cannot bind the proxy {role} to {address!r}: {exc}") from exc
+                    raise ConfigError(f"cannot bind the proxy {role} to {address!r}: {exc}") from exc
                 self.endpoints[role] = socket.getsockopt_string(zmq.LAST_ENDPOINT)
             control = self.context.socket(zmq.PAIR)
             control.bind(self._control)

@@ -14,6 +14,7 @@ from typing import Any
 
 import zmq
 
+from linewatch.config import ConfigError
 from linewatch.runtime.journal import Journal
 from linewatch.runtime.messages import (
     STATUS_PREFIX,
@@ -24,7 +25,11 @@ from linewatch.runtime.messages import (
 )
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
-SNDHWM = 1000  # ~ tens of seconds of verdicts per slow subscriber before ZeroMQ drops for it
+# High-water marks, in messages. XPUB keeps one queue per subscriber; when a subscriber's queue holds
+# SNDHWM messages, further messages are dropped for that subscriber only (XPUB never blocks), and it
+# sees the loss as a jump in `seq`. 1000 verdicts is ~25 s at 40 fps (~20 MB of 256 px heatmaps).
+SNDHWM = 1000
+RCVHWM = 1000  # (un)subscription messages queued from subscribers
 LINGER_MS = 500  # close() never hangs on a dead peer for longer than this
 _DRAIN_LIMIT = 10_000  # subscription messages handled per drain call, so draining is bounded
 _POLL_SLICE_S = 0.05
@@ -46,25 +51,30 @@ class Publisher:
         send_frames: bool = False,
         context: zmq.Context | None = None,
         connect: str | None = None,
+        first_seq: int = 0,
+        send_hwm: int = SNDHWM,
     ) -> None:
+        """``first_seq`` continues a journal's count after a restart; ``send_hwm`` is the per-subscriber queue;
+        ``connect`` publishes into an inspect-proxy frontend instead of binding ``address``."""
         if not runtime_name:
-            raise ValueError("runtime_name must be non-empty (it names the status topic)")
+            raise ConfigError("runtime_name must be non-empty (it names the status topic)")
         self.runtime_name = runtime_name
         self.send_frames = send_frames
         self._lock = threading.Lock()
-        self._seq = 0
+        self._seq = first_seq
         self._subscriptions = 0
         self._socket = (context or zmq.Context.instance()).socket(zmq.XPUB)
         self._socket.setsockopt(zmq.LINGER, LINGER_MS)
-        self._socket.setsockopt(zmq.SNDHWM, SNDHWM)
+        self._socket.setsockopt(zmq.SNDHWM, send_hwm)
+        self._socket.setsockopt(zmq.RCVHWM, RCVHWM)
         self._socket.setsockopt(zmq.XPUB_VERBOSE, 1)
         self._socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # unsubscribes too, so the live count stays right
         try:  # `connect`: publish into an inspect-proxy frontend (XSUB) instead of binding
             self._socket.connect(connect) if connect else self._socket.bind(address)
         except zmq.ZMQError as exc:
             self._socket.close(linger=0)
-            raise ValueError(f"cannot {'connect' if connect else 'bind'} publisher to {connect or address!r}: "
-                             f"{exc}") from exc
+            raise ConfigError(f"cannot {'connect' if connect else 'bind'} publisher to {connect or address!r}: "
+                              f"{exc}") from exc
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
     @property
@@ -74,7 +84,7 @@ class Publisher:
 
     @property
     def published(self) -> int:
-        """Verdict sequence numbers handed out so far (the next ``seq``)."""
+        """The next ``seq``: verdicts stamped so far, plus the count continued from the journal."""
         return self._seq
 
     def _drain(self) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from linewatch.config import ConfigError, Option, check_mapping, load_yaml
 from linewatch.engines.base import DEVICE_CHOICES, ENGINE_CHOICES, PRECISION_CHOICES
+from linewatch.runtime.journal import ON_ERROR_CHOICES
 
 SECTIONS = ("site", "defaults", "lines")
 
@@ -30,6 +31,7 @@ LINE_OPTIONS: dict[str, Option] = {
     "bundle": Option(Path),
     "sources": Option(tuple),
     "watch": Option(bool),
+    "loop": Option(bool),
     "batch": Option(int, minimum=1, maximum=256),
     "max_wait_ms": Option(float, minimum=0),
     "engine": Option(str, choices=ENGINE_CHOICES),
@@ -46,6 +48,8 @@ LINE_OPTIONS: dict[str, Option] = {
     "wait_subscribers": Option(int, minimum=0),
     "wait_timeout": Option(float, minimum=0),
     "journal": Option(Path),
+    "on_journal_error": Option(str, choices=ON_ERROR_CHOICES),
+    "send_hwm": Option(int, minimum=1),
     "summary": Option(Path),
     "name": Option(str),
     "queue_size": Option(int, minimum=1),

@@ -3,7 +3,10 @@
 Decoding runs in the source thread so it overlaps with inference. Live sources (cameras, streams)
 keep only the newest frames and count what they drop, so the runtime never works on stale pictures;
 file sources never drop and instead block until the consumer makes room. A failing camera or stream
-is reopened with exponential backoff; an unreadable file or frame is reported and skipped.
+is reopened with exponential backoff; an unreadable file or frame is reported and skipped. With
+``loop``, videos, folders and globs start again at their end (soak tests, demos), and a looping file
+source that disappears is treated like a failing camera: retried with backoff until it is back.
+Every source counts its outages (how many, how long, since when) for the status topic and summary.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
+from linewatch.config import ConfigError
 from linewatch.data.errors import DataError
 from linewatch.data.io import is_image_file, read_image, to_rgb
 from linewatch.runtime.frames import Frame
+from linewatch.runtime.outage import Backoff, Outages
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,7 @@ class SourceSpec:
     target: str | int  # device index, URL, or path/pattern as given
     live: bool  # live sources drop their oldest frames instead of blocking
     watch: bool = False  # folder/glob: keep polling for new files until stopped
+    loop: bool = False  # video/folder/glob: start again at the end
 
 
 def open_capture(target: str | int) -> Capture:
@@ -102,18 +108,18 @@ def _split_name(text: str) -> tuple[str | None, str]:
     return None, text
 
 
-def parse_source(text: str, name: str | None = None, watch: bool = False) -> SourceSpec:
+def parse_source(text: str, name: str | None = None, watch: bool = False, loop: bool = False) -> SourceSpec:
     """Turn a command-line source ("camera0", "3", a URL, a path, a glob, "name=spec") into a spec.
 
     Digits always mean a camera index; write "./3" for a file or folder called 3. A single image
-    file becomes a one-file glob. ``watch`` applies to folders and globs.
+    file becomes a one-file glob. ``watch`` applies to folders and globs, ``loop`` to files (not with watch).
     """
     explicit, text = _split_name(text)
     name = name if name is not None else explicit
     if name is not None and not _NAME.match(name):
-        raise ValueError(f"source name {name!r} must be letters, digits, '_', '.' or '-'")
+        raise ConfigError(f"source name {name!r} must be letters, digits, '_', '.' or '-'")
     if not text:
-        raise ValueError("empty source (expected cameraN, a device index, a URL, a path or a glob)")
+        raise ConfigError("empty source (expected cameraN, a device index, a URL, a path or a glob)")
     camera = _CAMERA.match(text)
     if camera:
         index = int(camera.group(1))
@@ -124,30 +130,31 @@ def parse_source(text: str, name: str | None = None, watch: bool = False) -> Sou
     path = Path(text)
     if path.is_dir():
         folder = path.name or path.resolve().name
-        return SourceSpec(name or _clean_name(folder, "folder"), "folder", text, live=False, watch=watch)
+        return SourceSpec(name or _clean_name(folder, "folder"), "folder", text, live=False, watch=watch,
+                          loop=loop and not watch)
     if path.is_file():
         if is_image_file(path):
             stem = _clean_name(path.stem, "image")
-            return SourceSpec(name or stem, "glob", glob.escape(text), live=False, watch=watch)
-        return SourceSpec(name or _clean_name(path.stem, "video"), "video", text, live=False)
+            return SourceSpec(name or stem, "glob", glob.escape(text), live=False, watch=watch, loop=loop and not watch)
+        return SourceSpec(name or _clean_name(path.stem, "video"), "video", text, live=False, loop=loop)
     if any(char in text for char in "*?["):
         if not watch and next(glob.iglob(text, recursive=True), None) is None:
-            raise ValueError(f"source {text!r}: the glob pattern matches no files")
-        return SourceSpec(name or "glob", "glob", text, live=False, watch=watch)
-    raise ValueError(
+            raise ConfigError(f"source {text!r}: the glob pattern matches no files")
+        return SourceSpec(name or "glob", "glob", text, live=False, watch=watch, loop=loop and not watch)
+    raise ConfigError(
         f"source {text!r}: no such file or folder, and not a camera (cameraN or a device index), "
         "a stream URL (rtsp://, http(s)://) or a glob pattern"
     )
 
 
-def parse_sources(texts: Iterable[str], watch: bool = False) -> list[SourceSpec]:
+def parse_sources(texts: Iterable[str], watch: bool = False, loop: bool = False) -> list[SourceSpec]:
     """Parse several sources; explicit names must be unique, default names get -2, -3 suffixes."""
-    parsed = [(_split_name(text)[0] is not None, parse_source(text, watch=watch)) for text in texts]
+    parsed = [(_split_name(text)[0] is not None, parse_source(text, watch=watch, loop=loop)) for text in texts]
     explicit: set[str] = set()
     for is_explicit, spec in parsed:
         if is_explicit:
             if spec.name in explicit:
-                raise ValueError(f"two sources are both named {spec.name!r}")
+                raise ConfigError(f"two sources are both named {spec.name!r}")
             explicit.add(spec.name)
     taken = set(explicit)
     for is_explicit, spec in parsed:
@@ -244,6 +251,8 @@ class SourceRunner:
         self.frames = 0
         self.errors = 0
         self.reopens = 0
+        self.loops = 0  # times a looping source started again at its beginning
+        self.outages = Outages()
         self.state = "idle"
         self._stop = threading.Event()
         self._finished = threading.Event()
@@ -287,8 +296,10 @@ class SourceRunner:
             "drops": self.buffer.drops,
             "errors": self.errors,
             "reopens": self.reopens,
+            "loops": self.loops,
             "queue": len(self.buffer),
             "state": self.state,
+            **self.outages.stats(),
         }
 
     def _emit(self, kind: str, message: str) -> None:
@@ -304,6 +315,17 @@ class SourceRunner:
     def _error(self, message: str) -> None:
         self.errors += 1
         self._emit("error", message)
+
+    def _down(self, message: str) -> None:
+        """A failure that keeps the source from delivering: an error, and the start of an outage if it was up."""
+        self.outages.down(message)
+        self._error(message)
+
+    def _up(self, message: str) -> None:
+        """The source delivers again after an outage (no-op when there was none)."""
+        length = self.outages.up()
+        if length is not None:
+            self._emit("reopen", f"{message}; it was down {length:.1f} s")
 
     def _push(self, image: np.ndarray, path: str | None, decode_ms: float) -> bool:
         t_capture = time.time()
@@ -325,7 +347,7 @@ class SourceRunner:
 
     def _run(self) -> None:
         try:
-            if self.spec.kind in ("camera", "stream"):
+            if self.spec.kind in ("camera", "stream") or (self.spec.kind == "video" and self.spec.loop):
                 self._run_live()
             elif self.spec.kind == "video":
                 self._run_video()
@@ -342,31 +364,33 @@ class SourceRunner:
                 self.buffer.cond.notify_all()
 
     def _run_live(self) -> None:
-        """Read until stopped; any failure to open or read leads to a reopen after a growing delay."""
+        """Read until stopped; any failure to open or read leads to a reopen after a growing delay.
+
+        Cameras, streams and looping videos; a looping video that reaches its end starts again at once.
+        """
         what = f"{self.spec.kind} {_redact(self.spec.target)}"
-        delay = self.backoff_s[0]
+        backoff = Backoff(*self.backoff_s)
         failures = 0
         while not self._stop.is_set():
             if failures:
                 self.state = "reconnecting"
-                if self._stop.wait(delay):
+                if self._stop.wait(backoff.next()):
                     return
-                delay = min(delay * 2, self.backoff_s[1])
                 self.reopens += 1
             self.state = "opening"
             try:
                 capture = self.capture_factory(self.spec.target)
             except Exception as exc:  # drivers raise cv2.error for bad devices; retry like any failure
                 failures += 1
-                self._error(f"cannot open {what} ({exc}); reopening in {delay:.2f} s")
+                self._down(f"cannot open {what} ({exc}); reopening in {backoff.delay:.2f} s")
                 continue
             try:
                 if not capture.isOpened():
                     failures += 1
-                    self._error(f"cannot open {what}; reopening in {delay:.2f} s")
+                    self._down(f"cannot open {what}; reopening in {backoff.delay:.2f} s")
                     continue
                 if failures:
-                    self._emit("reopen", f"{what} reopened after {failures} failed attempt(s)")
+                    self._up(f"{what} reopened after {failures} failed attempt(s)")
                 self.state = "running"
                 delivered = self._read_live(capture)
             finally:
@@ -374,12 +398,17 @@ class SourceRunner:
             if self._stop.is_set():
                 return
             if delivered:
-                delay, failures = self.backoff_s[0], 0
+                backoff.reset()
+                failures = 0
+                if not self.spec.live:
+                    self.loops += 1
+                    continue
             failures += 1
-            self._error(f"{what} stopped delivering frames; reopening in {delay:.2f} s")
+            self._down(f"{what} stopped delivering frames; reopening in {backoff.delay:.2f} s")
 
     def _read_live(self, capture: Capture) -> int:
         """Frames read from an open capture until it fails or the source is stopped."""
+        path = None if self.spec.live else str(self.spec.target)
         delivered = 0
         while not self._stop.is_set():
             try:
@@ -394,7 +423,7 @@ class SourceRunner:
             except ValueError as exc:
                 self._error(f"{_redact(self.spec.target)}: unreadable frame: {exc}")
                 continue
-            self._push(image, None, (time.perf_counter() - start) * 1e3)
+            self._push(image, path, (time.perf_counter() - start) * 1e3)
             delivered += 1
         return delivered
 
@@ -450,14 +479,30 @@ class SourceRunner:
 
     def _run_files(self) -> None:
         self.state = "running"
-        if not self.spec.watch:
+        if self.spec.watch:
+            self._watch_files()
+            return
+        backoff = Backoff(*self.backoff_s)
+        while not self._stop.is_set():
+            before = self.frames
             paths = self._list_files()
             for path in paths:
                 if not self._deliver_file(path):
                     return
-            self._emit("end", f"{self.spec.target}: {len(paths)} file(s) read, {self.errors} unreadable")
-            return
-        self._watch_files()
+                if self.frames == before + 1:  # the first frame of this pass: the source is up
+                    self._up(f"{self.spec.target}: readable image files are back")
+            if not self.spec.loop:
+                self._emit("end", f"{self.spec.target}: {len(paths)} file(s) read, {self.errors} unreadable")
+                return
+            if self.frames > before:
+                self.loops += 1
+                backoff.reset()
+                continue
+            self.state = "reconnecting"  # gone, emptied or all unreadable: wait for it like for a camera
+            self._down(f"{self.spec.target}: no readable image files (missing, empty or unreadable); looking again "
+                       f"in {backoff.delay:.2f} s")
+            self._stop.wait(backoff.next())
+            self.state = "running"
 
     def _watch_files(self) -> None:
         """Poll for files; a file is read once its size and mtime held still across two polls.
@@ -468,6 +513,13 @@ class SourceRunner:
         last: dict[str, tuple[int, int]] = {}
         while not self._stop.is_set():
             self.state = "watching"
+            if self.spec.kind == "folder" and not os.path.isdir(str(self.spec.target)):
+                if self.outages.since is None:
+                    self._down(f"{self.spec.target}: folder is gone; watching for it to come back")
+                self.state = "reconnecting"
+                self._stop.wait(self.poll_s)
+                continue
+            self._up(f"{self.spec.target}: folder is back")
             ready = []
             for path in self._list_files():
                 if path in seen:
@@ -507,9 +559,9 @@ class SourceSet:
         names = [spec.name for spec in specs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
+            raise ConfigError(f"source names must be unique; repeated: {', '.join(duplicates)}")
         if not specs:
-            raise ValueError("no sources given")
+            raise ConfigError("no sources given")
         self._cond = threading.Condition()
         self.runners = [
             SourceRunner(

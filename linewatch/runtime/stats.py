@@ -50,6 +50,18 @@ class RuntimeStats:
             "fps": round(self.frames / wall, 3) if wall > 0 else 0.0,
             "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 3) for q in (50, 95, 99)},
             "stage_ms": {s: round(t / self.frames, 3) if self.frames else 0.0 for s, t in self.stage_totals.items()},
+            "outages": sum(s.get("outages", 0) for s in sources.values()),
             "sources": sources,
             **extra,
         }
+
+
+def reliability_lines(summary: dict[str, Any]) -> str:
+    """Summary lines for outages and journal trouble (empty when there was none)."""
+    lines = [f"\n  source {name}: {s['outages']} outage(s), down {s['down_s']:.1f} s in all, {s['reopens']} reopen(s)"
+             for name, s in summary["sources"].items() if s.get("outages")]
+    journal = summary.get("journal")
+    if journal and (journal["lost"] or summary.get("failure")):
+        lines.append(f"\n  journal {journal['path']}: {journal['written']} line(s) written, {journal['lost']} "
+                     f"verdict(s) not journalled")
+    return "".join(lines)

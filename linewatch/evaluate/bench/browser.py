@@ -11,11 +11,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from linewatch.errors import LinewatchError
+
 INSTALL = "apt-get install -y chromium"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
-class BrowserUnavailable(RuntimeError):
+class BrowserUnavailable(LinewatchError, RuntimeError):
     """No Chromium binary or no Playwright package."""
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from linewatch.cli_common import USER_ERRORS, setup_logging
-from linewatch.evaluate.bench.runner import RayUnavailable
+from linewatch.cli_common import friendly_errors, setup_logging
 
 
 @click.command(context_settings={"show_default": True})
@@ -23,6 +22,7 @@ from linewatch.evaluate.bench.runner import RayUnavailable
 @click.option("--report-only", is_flag=True, help="Only (re)write the report from the cells finished so far.")
 @click.option("--quiet", is_flag=True, help="No progress bars inside cells (the per-cell lines stay).")
 @click.option("-v", "--verbose", is_flag=True)
+@friendly_errors
 def main(config_file: Path, out: Path, ray_address: str | None, report_only: bool, quiet: bool,
          verbose: bool) -> None:
     """Benchmark detectors on categories under clean, shifted and adapted settings; write report.html/md/json."""
@@ -33,24 +33,21 @@ def main(config_file: Path, out: Path, ray_address: str | None, report_only: boo
     from linewatch.evaluate.bench.runner import run_local, run_ray
 
     setup_logging(verbose)
-    try:
-        config = load_config(config_file)
-        out = out.resolve()
-        out.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        data = prepare(config, out, progress=not quiet)
-        cells = plan(config, out, data)
-        (out / "cells.json").write_text(json.dumps(cells, indent=1, default=str) + "\n")
-        echo = lambda line: click.echo(line, err=True)  # noqa: E731
-        if report_only:
-            results = [r for r in (finished(c) for c in cells) if r is not None]
-        elif ray_address:
-            results = run_ray(cells, ray_address, echo)
-        else:
-            results = run_local(cells, echo, progress=not quiet)
-        paths = write_report(config, out, results, cells, wall_s=None if report_only else time.perf_counter() - start)
-    except (*USER_ERRORS, RayUnavailable) as exc:
-        raise click.ClickException(str(exc)) from exc
+    config = load_config(config_file)
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    data = prepare(config, out, progress=not quiet)
+    cells = plan(config, out, data)
+    (out / "cells.json").write_text(json.dumps(cells, indent=1, default=str) + "\n")
+    echo = lambda line: click.echo(line, err=True)  # noqa: E731
+    if report_only:
+        results = [r for r in (finished(c) for c in cells) if r is not None]
+    elif ray_address:
+        results = run_ray(cells, ray_address, echo)
+    else:
+        results = run_local(cells, echo, progress=not quiet)
+    paths = write_report(config, out, results, cells, wall_s=None if report_only else time.perf_counter() - start)
     failed = [r["id"] for r in results if r.get("status") != "ok"]
     click.echo(f"{len(results)} of {len(cells)} cells finished; report: {', '.join(map(str, paths))}")
     if failed:

@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from linewatch.errors import LinewatchError
 from linewatch.evaluate.bench.cell import finished, run_cell
 
 RAY_EXTRA = "pip install -e '.[ray]'"
 
 
-class RayUnavailable(RuntimeError):
+class RayUnavailable(LinewatchError, RuntimeError):
     """`--ray` was given but the optional Ray extra is not installed."""
 
 

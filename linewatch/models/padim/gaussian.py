@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from linewatch.data.errors import DataError
+
 
 def window_offsets(radius: int) -> list[tuple[int, int]]:
     """(dy, dx) offsets of a (2 radius + 1)^2 window, row-major."""
@@ -61,7 +63,7 @@ class GaussianAccumulator:
     def mean_and_covariance(self, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(P, C) mean and (P, C, C) unbiased covariance + epsilon * I, in float64."""
         if self.images < 2:
-            raise ValueError(f"a Gaussian needs at least 2 training images, got {self.images}")
+            raise DataError(f"a Gaussian needs at least 2 training images, got {self.images}")
         count = self._count[:, None]
         mean = self._sum / count
         cov = (self._outer - count[:, :, None] * mean[:, :, None] * mean[:, None, :]) / (count[:, :, None] - 1)

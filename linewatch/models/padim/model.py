@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from linewatch.bundle import BundleError
+from linewatch.data.errors import DataError
 from linewatch.device import torch_device
 from linewatch.models.padim.gaussian import GaussianAccumulator, window_offsets
 
@@ -73,7 +75,7 @@ class Padim:
         for batch in feature_batches:
             accumulator.update(batch)
         if accumulator.shape is None:
-            raise ValueError("no training features: the training split is empty")
+            raise DataError("no training features: the training split is empty")
         mean, cov = accumulator.mean_and_covariance(params.epsilon)
         step = progress(len(cov), "invert covariances") if progress else None
         inverse = torch.empty(cov.shape, dtype=torch.float32)
@@ -152,7 +154,7 @@ class Padim:
         tensors = load_file(str(Path(directory) / section["gaussian"]))
         missing = {"mean", "inv_cov"} - set(tensors)
         if missing:
-            raise ValueError(f"{section['gaussian']} in {directory} lacks {sorted(missing)}")
+            raise BundleError(f"{section['gaussian']} in {directory} lacks {sorted(missing)}")
         return cls(tensors["mean"], tensors["inv_cov"], tuple(section["feature_shape"]),
                    PadimParams(epsilon=section["epsilon"], pool=section.get("pool", 0),
                                radius=section.get("radius", 0)), section["train_images"], device=device)

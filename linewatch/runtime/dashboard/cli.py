@@ -8,6 +8,7 @@ import signal
 
 import click
 
+from linewatch.cli_common import friendly_errors
 from linewatch.runtime.dashboard.security import TOKEN_ENV
 from linewatch.runtime.dashboard.server import Dashboard, DashboardConfig
 from linewatch.runtime.publisher import DEFAULT_ADDRESS
@@ -54,6 +55,7 @@ async def serve(config: DashboardConfig) -> None:
 @click.option("--refresh-ms", type=click.IntRange(50, 10_000), default=250,
               help="Interval of updates to each browser (images follow them, latest wins).")
 @click.option("-v", "--verbose", is_flag=True)
+@friendly_errors
 def main(connect: tuple[str, ...], http_address: str, token: str | None, history: int, stale_after: float,
          refresh_ms: int, verbose: bool) -> None:
     """Serve a live dashboard of the runtimes at CONNECT addresses; read-only, Ctrl-C stops it."""
@@ -62,7 +64,4 @@ def main(connect: tuple[str, ...], http_address: str, token: str | None, history
     host, port = parse_http(http_address)
     config = DashboardConfig(connect=connect, host=host, port=port, token=token, history=history,
                              stale_after_s=stale_after, refresh_s=refresh_ms / 1000.0)
-    try:
-        asyncio.run(serve(config))
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    asyncio.run(serve(config))

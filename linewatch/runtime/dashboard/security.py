@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from linewatch.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "LINEWATCH_DASHBOARD_TOKEN"
@@ -44,9 +46,9 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, token: str | None) -> None:
     """Refuse to serve beyond this machine without a token; warn about a short one."""
     if token is not None and not token:
-        raise ValueError("--token must not be empty")
+        raise ConfigError("--token must not be empty")
     if not is_loopback(host) and token is None:
-        raise ValueError(
+        raise ConfigError(
             f"refusing to serve the dashboard on {host}: any machine that reaches that address could watch the "
             f"line. Pass --token TOKEN (or set {TOKEN_ENV}) and open http://HOST:PORT/?token=TOKEN, or bind "
             "127.0.0.1 (the default) and reach it through an SSH tunnel"

@@ -25,6 +25,7 @@ import zmq
 import zmq.asyncio
 from aiohttp import web
 
+from linewatch.config import ConfigError
 from linewatch.runtime.dashboard import views
 from linewatch.runtime.dashboard.metrics import CONTENT_TYPE_LATEST, make_registry, render
 from linewatch.runtime.dashboard.records import image_type
@@ -85,7 +86,7 @@ class Dashboard:
     def __init__(self, config: DashboardConfig) -> None:
         check_bind(config.host, config.token)
         if not config.connect:
-            raise ValueError("give at least one --connect address")
+            raise ConfigError("give at least one --connect address")
         self.config = config
         self.state = DashboardState(config.history, config.stale_after_s)
         self.clients: set[Client] = set()
@@ -125,7 +126,7 @@ class Dashboard:
                 sock.connect(endpoint)
             except zmq.ZMQError as exc:
                 await self.stop()
-                raise ValueError(f"cannot connect to {endpoint!r}: {exc}") from exc
+                raise ConfigError(f"cannot connect to {endpoint!r}: {exc}") from exc
             for prefix in (VERDICT_PREFIX, STATUS_PREFIX):
                 sock.setsockopt_string(zmq.SUBSCRIBE, prefix)
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
@@ -134,7 +135,7 @@ class Dashboard:
             await web.TCPSite(self._runner, self.config.host, self.config.port).start()
         except OSError as exc:
             await self.stop()
-            raise ValueError(f"cannot serve on {self.config.host}:{self.config.port}: {exc}") from exc
+            raise ConfigError(f"cannot serve on {self.config.host}:{self.config.port}: {exc}") from exc
         self.port = self._runner.addresses[0][1]
         self._tasks = [asyncio.create_task(self._receive(endpoint, sock))
                        for endpoint, sock in zip(self.config.connect, self._sockets, strict=True)]

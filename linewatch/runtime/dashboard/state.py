@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from linewatch.runtime.dashboard.records import image_type, status_record, text, verdict_record
+from linewatch.runtime.message_check import FieldError
 from linewatch.runtime.messages import STATUS_PREFIX, parse_message
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,8 @@ class DashboardState:
         self.received += 1
         try:
             topic, header, heatmap, frame = parse_message(parts)
+        except FieldError as exc:  # a verdict with a bad field value: invalid, like the records' own checks
+            return self._reject("invalid", endpoint, parts, exc)
         except ValueError as exc:
             return self._reject("malformed", endpoint, parts, exc)
         try:
