@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 import uuid
 from types import FrameType
 from typing import Any
@@ -83,21 +84,32 @@ class Proxy:
         self._thread.start()
         return self
 
-    def stop(self, timeout_s: float = 5.0) -> dict[str, int]:
-        """Ask the proxy for its counters, terminate it, join the thread; returns the counters."""
+    def stop(self, timeout_s: float = 30.0) -> dict[str, int]:
+        """Ask the proxy for its counters, terminate it, join the thread; returns the counters.
+
+        The steering socket stays open until the thread has ended: a STATISTICS reply that comes late (a loaded
+        machine) would otherwise block the proxy on a peerless PAIR socket before it reads TERMINATE, and a
+        caller destroying the context under a live proxy thread makes libzmq abort the process."""
         steer = self.context.socket(zmq.PAIR)
         steer.setsockopt(zmq.LINGER, 0)
-        steer.setsockopt(zmq.RCVTIMEO, 1000)
         steer.connect(self._control)
         try:
             steer.send(b"STATISTICS")
-            parts = steer.recv_multipart()
-            self.stats = {name: int.from_bytes(p, "little") for name, p in zip(STAT_NAMES, parts, strict=False)}
-        except zmq.ZMQError as exc:
-            log.warning("proxy statistics unavailable: %s", exc)
-        steer.send(b"TERMINATE")
-        steer.close()
-        self._thread.join(timeout_s)
+            if steer.poll(int(timeout_s * 1000)):
+                parts = steer.recv_multipart()
+                self.stats = {name: int.from_bytes(p, "little") for name, p in zip(STAT_NAMES, parts, strict=False)}
+            else:
+                log.warning("proxy statistics unavailable: no reply within %.0f s", timeout_s)
+            steer.send(b"TERMINATE")
+            deadline = time.monotonic() + timeout_s
+            while self._thread.is_alive() and time.monotonic() < deadline:
+                while steer.poll(0):
+                    steer.recv_multipart()  # a late reply, read so the proxy can go on to TERMINATE
+                self._thread.join(0.05)
+        finally:
+            steer.close()
+        if self._thread.is_alive():
+            log.error("the proxy thread did not stop within %.0f s", timeout_s)
         return self.stats
 
 
