@@ -29,7 +29,7 @@ DETECTOR_KINDS = tuple(_MODULES)
 
 @dataclass(frozen=True)
 class DetectorSpec:
-    """One detector. `defaults` overrides common option defaults (image size, batch size) for it; `quick`
+    """One detector. `defaults` overrides option defaults for it (image size, batch size, epochs); `quick`
     holds options that train in seconds on tiny images (tests and the conformance suite use them)."""
 
     kind: str

@@ -37,9 +37,9 @@ COMMON_OPTIONS: dict[str, Option] = {
 def options_for(kind: str) -> dict[str, Option]:
     """The options one detector takes, with its own defaults."""
     spec = get_spec(kind)
-    common = {key: replace(option, default=spec.defaults[key]) if key in spec.defaults else option
-              for key, option in COMMON_OPTIONS.items()}
-    return {**common, **spec.options}
+    merged = {**COMMON_OPTIONS, **spec.options}
+    return {key: replace(option, default=spec.defaults[key]) if key in spec.defaults else option
+            for key, option in merged.items()}
 
 
 def all_options() -> dict[str, tuple[Option, tuple[str, ...]]]:
