@@ -219,3 +219,24 @@ def test_a_v1_bundle_loads_scores_the_same_and_exports(trained: Path, tmp_path: 
     upgraded = read_manifest(old)
     assert upgraded["schema"] == "linewatch.bundle/2" and upgraded["network"]["weights"] == "extractor.safetensors"
     assert ONNX_FILE in upgraded["files"]
+
+
+def test_an_output_is_held_to_the_limit_its_network_declares() -> None:
+    """AE-SSIM declares a looser limit for its map (float32 cancellation); scores and other outputs keep 1e-3."""
+    from linewatch.export.parity import ParityReport
+    from linewatch.models.autoencoder.model import SSIM_PARITY, AutoencoderModel
+
+    def report(output_rel: float, limit: float, score_rel: float = 1e-6) -> ParityReport:
+        return ParityReport(candidate="c", reference="r", images=2, source="s", tolerance=1e-3,
+                            outputs={"residual": {"max_abs": output_rel, "max_rel": output_rel, "limit": limit}},
+                            score_max_abs=score_rel, score_max_rel=score_rel)
+
+    assert report(5e-3, SSIM_PARITY).passed and "(limit 1e-02)" in report(5e-3, SSIM_PARITY).table()
+    assert not report(5e-3, 1e-3).passed
+    assert not report(5e-3, SSIM_PARITY, score_rel=2e-3).passed
+    assert not report(2e-2, SSIM_PARITY).passed
+    options = {"channels": 1, "depth": 3, "base_channels": 8, "bottleneck": None, "dropout": 0.0, "lr": 1e-3,
+               "weight_decay": 0.0, "score": "max"}
+    ssim = AutoencoderModel((32, 32), {**options, "loss": "ssim"}).network_section()
+    mse = AutoencoderModel((32, 32), {**options, "loss": "mse"}).network_section()
+    assert ssim["parity_tolerance"] == {"residual": SSIM_PARITY} and "parity_tolerance" not in mse

@@ -85,7 +85,8 @@ def parity_samples(
 class ParityReport:
     """Largest differences from the reference per network output and on image scores.
 
-    Output relative = max abs / max |reference|; score relative = abs / |reference| per image.
+    Output relative = max abs / max |reference|; score relative = abs / |reference| per image. Each output
+    carries its `limit`: the tolerance, or a looser one its network section declares (`parity_tolerance`).
     """
 
     candidate: str
@@ -100,8 +101,8 @@ class ParityReport:
     @property
     def passed(self) -> bool:
         """Image scores and every output within the tolerance (NaN fails)."""
-        worst = [self.score_max_rel, *(d["max_rel"] for d in self.outputs.values())]
-        return all(bool(value <= self.tolerance) for value in worst)
+        outputs_ok = all(bool(d["max_rel"] <= d.get("limit", self.tolerance)) for d in self.outputs.values())
+        return bool(self.score_max_rel <= self.tolerance) and outputs_ok
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
@@ -112,7 +113,9 @@ class ParityReport:
             f"    vs: {self.reference}",
             f"    on: {self.source}",
             f"  {'':16}{'max abs':>12}{'max rel':>12}",
-            *(f"  {name[:16]:16}{d['max_abs']:12.3e}{d['max_rel']:12.3e}" for name, d in self.outputs.items()),
+            *(f"  {name[:16]:16}{d['max_abs']:12.3e}{d['max_rel']:12.3e}"
+              + (f"   (limit {d['limit']:.0e})" if d.get("limit", self.tolerance) != self.tolerance else "")
+              for name, d in self.outputs.items()),
             f"  {'image scores':16}{self.score_max_abs:12.3e}{self.score_max_rel:12.3e}"
             f"   (limit {self.tolerance:.0e} relative)",
             f"  {'PASS' if self.passed else 'FAIL'}",
@@ -124,10 +127,11 @@ class ParityError(LinewatchError, ValueError):
     """An export's image scores differ from PyTorch's beyond the tolerance; the file was not installed."""
 
     def __init__(self, report: ParityReport, filename: str) -> None:
-        worst = max(report.outputs.items(), key=lambda item: item[1]["max_rel"])
+        worst = max(report.outputs.items(), key=lambda item: item[1]["max_rel"] / item[1]["limit"])
         super().__init__(
-            f"parity check failed: image scores differ by up to {report.score_max_rel:.3g} relative and "
-            f"output {worst[0]!r} by {worst[1]['max_rel']:.3g} (limit {report.tolerance:.0e}); "
+            f"parity check failed: image scores differ by up to {report.score_max_rel:.3g} relative "
+            f"(limit {report.tolerance:.0e}) and output {worst[0]!r} by {worst[1]['max_rel']:.3g} "
+            f"(limit {worst[1]['limit']:.0e}); "
             f"{filename} was not written to the bundle"
         )
         self.report = report
@@ -155,12 +159,14 @@ def check_parity(
     got_scores = inspector.score(got).scores.astype(np.float64)
     score_abs = np.abs(got_scores - expected_scores)
     score_rel = score_abs / np.maximum(np.abs(expected_scores), np.finfo(np.float32).tiny)
+    declared = inspector.manifest["network"].get("parity_tolerance", {})
     return ParityReport(
         candidate=candidate.describe(),
         reference=reference.describe(),
         images=len(samples.inputs),
         source=samples.source,
-        outputs={name: _difference(expected[name], got[name]) for name in inspector.io.outputs},
+        outputs={name: {**_difference(expected[name], got[name]), "limit": max(tolerance, declared.get(name, 0.0))}
+                 for name in inspector.io.outputs},
         score_max_abs=float(np.max(score_abs)),
         score_max_rel=float(np.max(score_rel)),
         tolerance=tolerance,

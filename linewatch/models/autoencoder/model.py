@@ -14,6 +14,12 @@ ARCHITECTURE = "conv_autoencoder"
 PLATEAU = {"factor": 0.5, "patience": 5}
 
 
+# 1 - SSIM divides variances (E[x^2] - mu^2, which cancel in float32) by sigma^2 + C2 with C2 = 9e-4: two
+# conv implementations' summation orders then move the map by up to ~2e-3 of its maximum on bottle, while the
+# image scores (the blurred map's maximum) stay within 1e-5. The map output is checked at this limit instead.
+SSIM_PARITY = 1e-2
+
+
 class AutoencoderModel:
     """A `TrainedModel` for the epoch loop; `network` is what gets exported."""
 
@@ -54,5 +60,6 @@ class AutoencoderModel:
         return {"adam": self.optimizers["adam"].param_groups[0]["lr"]}
 
     def network_section(self) -> dict[str, Any]:
+        tolerance = {"parity_tolerance": {"residual": SSIM_PARITY}} if self.loss == "ssim" else {}
         return network_section(ARCHITECTURE, self.params, self.size, self.params["channels"], ("residual",),
-                               {"scale": "x / 255 inside the network"})
+                               {"scale": "x / 255 inside the network"}, **tolerance)

@@ -19,7 +19,7 @@ OPTIONS: dict[str, Option] = {
     "bottleneck": Option(int, None, minimum=1, help="Channels of a 1x1 bottleneck after the encoder (default: none)."),
     "dropout": Option(float, 0.2, minimum=0.0, maximum=0.9, help="Dropout after each encoder stage."),
     "weight_decay": Option(float, 1e-5, minimum=0.0, help="Adam weight decay."),
-    "loss": Option(str, "mse", choices=("mse", "ssim"),
+    "loss": Option(str, "ssim", choices=("mse", "ssim"),
                    help="mse (AE-L2, squared-error map) or ssim (AE-SSIM, 1-SSIM map)."),
     "score": Option(str, "max", choices=IMAGE_SCORES,
                     help="Image score: mean residual (MSE) or max of the blurred map."),
@@ -58,7 +58,7 @@ SPEC = DetectorSpec(
     load=load,
     build_network=build_network,
     options=OPTIONS,
-    defaults={"image_size": (128, 128), "batch_size": 16, "epochs": 30},  # 15 min on 2 CPU cores (README)
+    defaults={"image_size": (128, 128), "batch_size": 16, "epochs": 100},  # 15 min on 2 CPU cores (README)
     quick={"image_size": 32, "epochs": 3, "checkpoint_every": 1, "base_channels": 8},
     trained=True,
 )
