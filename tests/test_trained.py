@@ -223,7 +223,9 @@ class NormToy(Toy):
         super().__init__(bad_at=-1, value=0.0)
         self.norm = torch.nn.BatchNorm2d(1)
         self.net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), self.norm)
-        self.modules = {"net": self.net}
+        self.critic = torch.nn.BatchNorm2d(1)  # trained elsewhere, never on the reconstruction path
+        self.critic.running_mean.fill_(3.0)
+        self.modules = {"net": self.net, "critic": self.critic}
         self.optimizers = {"sgd": torch.optim.SGD(self.net.parameters(), lr=0.01)}
         self.precise_batch_norm = precise
 
@@ -244,6 +246,7 @@ def test_batch_norm_statistics_are_re_estimated_after_each_epoch(tmp_path: Path,
     conv = model.net[0]
     with torch.no_grad():
         expected = conv(images.float() / 255).mean()
+    assert float(model.critic.running_mean) == 3.0  # statistics the pass does not re-estimate are kept
     if precise:
         assert torch.allclose(model.norm.running_mean, expected.reshape(1), rtol=1e-5)
         assert model.norm.momentum == 0.1

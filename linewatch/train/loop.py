@@ -158,15 +158,17 @@ def _precise_batch_norm(model: Trainable, images: torch.Tensor, size: int, devic
              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
-    momenta = [m.momentum for m in norms]
+    saved = [(m.momentum, {k: v.clone() for k, v in m.state_dict().items()}) for m in norms]
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average over the pass
     with torch.no_grad():
         for batch in _batches(images, size, device):
             model.reconstruct(batch)
-    for norm, momentum in zip(norms, momenta, strict=True):
+    for norm, (momentum, state) in zip(norms, saved, strict=True):
         norm.momentum = momentum
+        if int(norm.num_batches_tracked) == 0:  # not on the reconstruction path (GANomaly's discriminator)
+            norm.load_state_dict(state)
 
 
 def _mean_losses(model: Trainable, images: torch.Tensor, size: int, device: torch.device) -> dict[str, float]:
