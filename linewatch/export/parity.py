@@ -101,7 +101,7 @@ class ParityReport:
     @property
     def passed(self) -> bool:
         """Image scores and every output within the tolerance (NaN fails)."""
-        outputs_ok = all(bool(d["max_rel"] <= d.get("limit", self.tolerance)) for d in self.outputs.values())
+        outputs_ok = all(bool(d["max_rel"] <= d["limit"]) for d in self.outputs.values())
         return bool(self.score_max_rel <= self.tolerance) and outputs_ok
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,7 +114,7 @@ class ParityReport:
             f"    on: {self.source}",
             f"  {'':16}{'max abs':>12}{'max rel':>12}",
             *(f"  {name[:16]:16}{d['max_abs']:12.3e}{d['max_rel']:12.3e}"
-              + (f"   (limit {d['limit']:.0e})" if d.get("limit", self.tolerance) != self.tolerance else "")
+              + (f"   (limit {d['limit']:.0e})" if d["limit"] != self.tolerance else "")
               for name, d in self.outputs.items()),
             f"  {'image scores':16}{self.score_max_abs:12.3e}{self.score_max_rel:12.3e}"
             f"   (limit {self.tolerance:.0e} relative)",

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from linewatch.config import Option
-from linewatch.models.base import Detector, FitContext, Fitted
+from linewatch.models.base import FitContext, Fitted
 from linewatch.models.components.reconstruction import IMAGE_SCORES, ReconstructionScorer
 from linewatch.models.registry import DetectorSpec
 from linewatch.train.epoch_options import EPOCH_OPTIONS
@@ -41,10 +40,6 @@ def fit(context: FitContext) -> Fitted:
                        ReconstructionScorer("autoencoder", options["score"]), "convolutional autoencoder")
 
 
-def load(directory: Path, section: dict[str, Any], device: str) -> Detector:
-    return ReconstructionScorer.load(directory, section, device)
-
-
 def build_network(section: dict[str, Any]) -> Any:
     from linewatch.models.autoencoder.network import build
 
@@ -55,10 +50,10 @@ SPEC = DetectorSpec(
     kind="autoencoder",
     summary="Convolutional autoencoder: per-pixel reconstruction error (AE-L2) or 1-SSIM (AE-SSIM)",
     fit=fit,
-    load=load,
+    load=ReconstructionScorer.load,
     build_network=build_network,
     options=OPTIONS,
-    defaults={"image_size": (128, 128), "batch_size": 16, "epochs": 100},  # 15 min on 2 CPU cores (README)
+    defaults={"image_size": (128, 128), "batch_size": 16, "epochs": 100},  # within 15 min on 2 CPU cores (README)
     quick={"image_size": 32, "epochs": 3, "checkpoint_every": 1, "base_channels": 8},
     trained=True,
 )

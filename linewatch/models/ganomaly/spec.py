@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from linewatch.config import Option
-from linewatch.models.base import Detector, FitContext, Fitted
+from linewatch.models.base import FitContext, Fitted
 from linewatch.models.components.dcgan import power_of_two
 from linewatch.models.components.reconstruction import ReconstructionScorer
 from linewatch.models.registry import DetectorSpec
@@ -42,10 +41,6 @@ def _square_power_of_two(size: tuple[int, int]) -> tuple[int, int]:
     return side, side
 
 
-def load(directory: Path, section: dict[str, Any], device: str) -> Detector:
-    return ReconstructionScorer.load(directory, section, device)
-
-
 def build_network(section: dict[str, Any]) -> Any:
     from linewatch.models.ganomaly.network import build
 
@@ -56,10 +51,10 @@ SPEC = DetectorSpec(
     kind="ganomaly",
     summary="GANomaly (Akcay et al. 2018): latent distance ||G_E(x) - E(G(x))||^2 of an adversarial autoencoder",
     fit=fit,
-    load=load,
+    load=ReconstructionScorer.load,
     build_network=build_network,
     options=OPTIONS,
-    defaults={"image_size": (64, 64), "batch_size": 32, "epochs": 15},  # 15 min on 2 CPU cores (README)
+    defaults={"image_size": (64, 64), "batch_size": 32, "epochs": 15},  # within 15 min on 2 CPU cores (README)
     quick={"image_size": 32, "epochs": 3, "checkpoint_every": 1, "base_channels": 8, "latent_size": 16},
     trained=True,
 )
