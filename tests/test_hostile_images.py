@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import cv2
@@ -13,9 +16,11 @@ import pytest
 from hostile_images import BOMB_SIDE, bombs, broken, encoded
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from linewatch.data import DataError, decode_image, read_image
 from linewatch.data.image_header import read_header
+from linewatch.data.io import _decode_png8, to_rgb
 from linewatch.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_PIXELS_ENV, OPENCV_PIXELS_ENV
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".bmp": "BMP", ".webp": "WebP", ".tiff": "TIFF"}
@@ -144,3 +149,33 @@ def test_fuzz_corrupted_images_decode_or_raise_data_error(data: bytes) -> None:
        st.binary(max_size=64))
 def test_fuzz_headers_of_known_formats_never_crash(magic: bytes, rest: bytes) -> None:
     _check_decode(magic + rest)
+
+
+@pytest.mark.parametrize(("mode", "options", "fast"), [
+    ("L", {}, True), ("RGB", {}, True), ("RGB", {"transparency": (1, 2, 3)}, True), ("P", {}, True),
+    ("P", {"transparency": 0}, True), ("RGBA", {}, True), ("LA", {}, False), ("1", {}, False), ("I;16", {}, False)])
+def test_png_fast_path_decodes_every_colour_type_like_opencv(mode: str, options: dict, fast: bool) -> None:
+    """8-bit grey / RGB / palette / RGBA PNGs go through libspng, others through OpenCV; both give the pixels
+    of OpenCV + `to_rgb`."""
+    rgb = np.random.default_rng(0).integers(0, 256, (37, 53, 3), np.uint8)
+    image = Image.fromarray(rgb[..., 0].astype(np.uint16) * 257 + 7) if mode == "I;16" else \
+        Image.fromarray(rgb).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **options)
+    data = buffer.getvalue()
+    expected = to_rgb(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
+    assert (_decode_png8(data, "x") is not None) == fast
+    decoded = decode_image(data, "x")
+    assert decoded.flags.c_contiguous
+    np.testing.assert_array_equal(decoded, expected)
+
+
+def test_png_with_corrupt_pixel_data_is_refused_by_the_fast_path() -> None:
+    """Complete chunk structure and valid CRCs, but the compressed rows are garbage: a DataError, not pixels."""
+    png = encoded(".png", 32)
+    start = png.index(b"IDAT") - 4
+    length = struct.unpack(">I", png[start : start + 4])[0]
+    payload = bytes(np.random.default_rng(2).integers(0, 256, length, np.uint8))
+    idat = struct.pack(">I", length) + b"IDAT" + payload + struct.pack(">I", zlib.crc32(b"IDAT" + payload))
+    with pytest.raises(DataError, match="^corrupt.png: cannot decode image"):
+        decode_image(png[:start] + idat + png[start + 12 + length :], "corrupt.png")
