@@ -58,7 +58,7 @@ class Generator(nn.Module):
     blocks with BatchNorm and ReLU, tanh at the end (Radford et al. 2016)."""
 
     def __init__(self, size: tuple[int, int], channels: int = 3, latent: int = 128, base_channels: int = 64,
-                 upsampling: str = "upsample") -> None:
+                 upsampling: str = "transposed") -> None:
         super().__init__()
         if upsampling not in UPSAMPLING:
             raise ValueError(f"upsampling {upsampling!r} is not one of {', '.join(UPSAMPLING)}")

@@ -32,8 +32,9 @@ OPTIONS: dict[str, Option] = {
     "critic_steps": Option(int, None, minimum=1, help="Critic steps per generator step (default: 5 for wgan-gp, 1 "
                                                       "for dcgan)."),
     "critic_norm": Option(str, "layer", choices=("layer", "none"), help="WGAN-GP critic normalisation."),
-    "upsampling": Option(str, "upsample", choices=("upsample", "transposed"),
-                         help="Generator up-sampling: nearest up-sample + 3x3 convolution, or transposed convolution."),
+    "upsampling": Option(str, "transposed", choices=("upsample", "transposed"),
+                         help="Generator up-sampling: 4x4 stride-2 transposed convolution (sharper, lower "
+                              "Fréchet distance on bottle) or nearest up-sample + 3x3 convolution."),
     "embedding": Option(str, "pixels", choices=("pixels", "features"),
                         help="How the bank is searched: downsampled pixels or pooled EfficientNet-Lite0 features."),
     "backbone": FEATURE_OPTIONS["backbone"],
