@@ -4,7 +4,7 @@ Each detector is trained by `inspect-train` in its own process (so its peak memo
 with `export-model`, and evaluated with `inspect-eval`'s pipeline on test-clean. A dataset config
 `configs/<model>-<data>.yaml` is used when there is one. Network ms/frame times the exported ONNX network
 in onnxruntime, scorer ms/frame the shared scoring path on its outputs, both at batch 1 (median).
-Writes Markdown and JSON. Run: .venv/bin/python tools/compare_detectors.py [--data DIR ...] [--models a,b]
+Writes Markdown and JSON. Run: .venv/bin/python tools/compare_detectors.py [--data DIR ...] [--models a,b] [--reuse]
 """
 
 from __future__ import annotations
@@ -50,14 +50,16 @@ def stage_ms(bundle: Path, data: Path, threads: int, frames: int = 16) -> tuple[
     return float(np.median(network)), float(np.median(scorer))
 
 
-def compare(data: Path, model: str, work: Path, threads: int) -> dict[str, Any]:
+def compare(data: Path, model: str, work: Path, threads: int, reuse: bool = False) -> dict[str, Any]:
     bundle = work / f"{data.name}-{model}"
     config = CONFIGS / f"{model}-{data.name.replace('_', '-')}.yaml"
     args = [str(BIN / "inspect-train"), "--data", str(data), "--out", str(bundle), "--model", model, "--quiet"]
     if config.is_file():
         args += ["--config", str(config)]
-    subprocess.run(args, check=True)
-    subprocess.run([str(BIN / "export-model"), str(bundle)], check=True, capture_output=True)
+    if not (reuse and (bundle / "manifest.json").is_file()):
+        subprocess.run(args, check=True)
+    if not (reuse and (bundle / "network.onnx").is_file()):
+        subprocess.run([str(BIN / "export-model"), str(bundle)], check=True, capture_output=True)
     manifest = read_manifest(bundle)
     metrics = evaluate(bundle, data, work / f"{data.name}-{model}-report", progress=False)
     network_ms, scorer_ms = stage_ms(bundle, data, threads)
@@ -83,7 +85,8 @@ def _cell(value: float | None) -> str:
 @click.option("--models", default=",".join(DETECTOR_KINDS), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-out/compare"), show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
-def main(datasets: tuple[Path, ...], models: str, out: Path, threads: int) -> None:
+@click.option("--reuse", is_flag=True, help="Keep bundles already trained under --out (an interrupted run continues).")
+def main(datasets: tuple[Path, ...], models: str, out: Path, threads: int, reuse: bool) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -96,7 +99,7 @@ def main(datasets: tuple[Path, ...], models: str, out: Path, threads: int) -> No
             click.echo(f"skipping {data}: not found", err=True)
             continue
         for model in models.split(","):
-            row = compare(data, model, out, threads)
+            row = compare(data, model, out, threads, reuse)
             rows.append(row)
             size = "x".join(map(str, row["input"]))
             lines.append(f"| {row['data']} | {model} | {size} | {_cell(row['image_auroc'])} | "
