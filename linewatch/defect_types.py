@@ -22,12 +22,19 @@ import numpy as np
 
 from linewatch.data import Sample, read_mask
 from linewatch.metrics.classes import GOOD
-from linewatch.metrics.masks import pixel_threshold, similarity_from_counts
+from linewatch.metrics.masks import pixel_threshold, similarities_from_counts
 from linewatch.metrics.ssim import blur, from_moments, moments
 
 MASKS_FILE = "defect_masks.npy"
 GATES = ("verdict", "mask")
 COMPARE_SIDE = 64  # masks are compared on a grid of at most 64 cells per side
+_MAX_CHANNELS = 128  # what OpenCV 5 filters in one call
+
+
+def _blur_channels(stack: np.ndarray) -> np.ndarray:
+    """The SSIM window over each channel of an (H, W, K) float32 stack (in chunks OpenCV filters at once)."""
+    return np.concatenate([blur(stack[:, :, k : k + _MAX_CHANNELS]).reshape(*stack.shape[:2], -1)
+                           for k in range(0, stack.shape[2], _MAX_CHANNELS)], axis=2)
 
 
 def coarse(mask: np.ndarray) -> np.ndarray:
@@ -80,31 +87,32 @@ class DefectTypes:
                              f"{self.masks.shape[1]}x{self.masks.shape[2]} cells")
 
     def _references(self) -> dict[str, np.ndarray]:
-        """The stored masks' pixel counts and SSIM moments, computed once (classification runs per frame)."""
+        """The stored masks as (H, W, K) channels, with their pixel counts and SSIM moments, computed once
+        (classification runs per defective frame)."""
         if self._moments is None:
-            masks = np.asarray(self.masks, dtype=np.float32)
-            mu, var = zip(*(moments(mask) for mask in masks), strict=True)
-            self._moments = {"masks": masks, "flat": masks.reshape(len(masks), -1), "mu": np.stack(mu),
-                             "var": np.stack(var), "areas": masks.reshape(len(masks), -1).sum(axis=1)}
+            stack = np.ascontiguousarray(np.asarray(self.masks, dtype=np.float32).transpose(1, 2, 0))
+            mu = _blur_channels(stack)
+            self._moments = {"stack": stack, "flat": stack.reshape(-1, stack.shape[2]), "mu": mu,
+                             "var": _blur_channels(stack * stack) - mu * mu, "areas": stack.sum(axis=(0, 1))}
         return self._moments
 
     def similarities(self, amap: np.ndarray) -> dict[str, float]:
         """Best weighted similarity of the binarised map to each type's reference masks on the comparison grid
-        (`mask_similarity`, with the references' SSIM moments precomputed: one blur per reference, not five)."""
+        (`mask_similarity` of every reference at once: the K covariances are blurred as K channels of one
+        image, and the counts and the weighted combination are numpy over K)."""
         if not self.can_classify:
             raise ValueError("this bundle holds no labelled defect masks")
         ref = self._references()
         self.compare_shape(np.shape(amap))
         predicted = coarse(self.binarise(amap)).astype(np.float32)
         mu, var = moments(predicted)
-        inter = ref["flat"] @ predicted.ravel()
-        area = int(predicted.sum())
+        cov = _blur_channels(predicted[:, :, None] * ref["stack"]) - mu[:, :, None] * ref["mu"]
+        ssim = from_moments(mu[:, :, None], var[:, :, None], ref["mu"], ref["var"], cov).mean(axis=(0, 1))
+        inter = np.rint(predicted.ravel() @ ref["flat"])
+        values = similarities_from_counts(inter, float(predicted.sum()), ref["areas"], predicted.size, ssim)
         best: dict[str, float] = {}
-        for k, label in enumerate(self.labels):
-            cov = blur(predicted * ref["masks"][k]) - mu * ref["mu"][k]
-            value = similarity_from_counts(int(round(inter[k])), area, int(ref["areas"][k]), predicted.size,
-                                           float(from_moments(mu, var, ref["mu"][k], ref["var"][k], cov).mean()))
-            best[label] = max(value["combined"], best.get(label, -1.0))
+        for label, value in zip(self.labels, values["combined"].tolist(), strict=True):
+            best[label] = max(value, best.get(label, -1.0))
         return best
 
     def defect_type(self, amap: np.ndarray) -> tuple[str, float]:

@@ -134,3 +134,15 @@ def test_comparison_grid_keeps_thin_defects() -> None:
     classifier = DefectTypes(0.5, {}, np.stack([small]), ("lead",))
     with pytest.raises(ValueError, match="does not fit"):
         classifier.similarities(np.zeros((64, 64), np.float32))
+
+
+def test_classifier_compares_more_references_than_opencv_blurs_at_once() -> None:
+    """600 references go through the channel blur in chunks of 128 and still equal `mask_similarity`."""
+    rng = np.random.default_rng(2)
+    references = rng.random((600, 12, 10)) > 0.6
+    labels = tuple(f"t{k % 7}" for k in range(600))
+    amap = rng.random((12, 10)).astype(np.float32)
+    expected: dict[str, float] = {}
+    for label, mask in zip(labels, references, strict=True):
+        expected[label] = max(expected.get(label, -1.0), mask_similarity(amap >= 0.5, mask)["combined"])
+    assert DefectTypes(0.5, {}, references, labels).similarities(amap) == pytest.approx(expected, abs=1e-6)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,19 +38,30 @@ def mask_similarity(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float
 
 def similarity_from_counts(inter: int, predicted: int, truth: int, pixels: int, ssim_value: float) -> dict[str, float]:
     """The similarities from pixel counts (intersection, each mask's area, image size) and the masks' SSIM."""
-    union = predicted + truth - inter
+    values = similarities_from_counts(np.array([inter]), predicted, np.array([truth]), pixels, np.array([ssim_value]))
+    return {key: float(value[0]) for key, value in values.items()}
+
+
+def similarities_from_counts(inter: np.ndarray, predicted: float, truth: np.ndarray, pixels: int,
+                             ssim_values: np.ndarray) -> dict[str, np.ndarray]:
+    """The similarities of one predicted mask to K masks at once (counts and SSIM as arrays of K); two empty
+    masks agree perfectly."""
+    inter = np.asarray(inter, np.float64)
+    union = predicted + np.asarray(truth, np.float64) - inter
+    both = predicted + np.asarray(truth, np.float64)
     values = {
-        "ssim": float(ssim_value),
-        "iou": inter / union if union else 1.0,
-        "dice": 2 * inter / (predicted + truth) if predicted + truth else 1.0,
+        "ssim": np.asarray(ssim_values, np.float64),
+        "iou": np.divide(inter, union, out=np.ones_like(union), where=union > 0),
+        "dice": np.divide(2 * inter, both, out=np.ones_like(both), where=both > 0),
         "pixel_accuracy": 1.0 - (union - inter) / pixels,
     }
     values["combined"] = combined(values)
     return values
 
 
-def combined(values: dict[str, float]) -> float:
-    return float(sum(weight * values[key] for key, weight in WEIGHTS.items()))
+def combined(values: dict[str, Any]) -> Any:
+    """The reference study's weighted similarity (floats, or arrays of K)."""
+    return sum(weight * values[key] for key, weight in WEIGHTS.items())
 
 
 def pixel_threshold(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None],
