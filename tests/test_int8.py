@@ -21,6 +21,8 @@ from linewatch.export.int8 import AccuracyError, export_bundle_int8
 from linewatch.inspector import Inspector
 from linewatch.runtime.journal import read_journal
 from linewatch.runtime.pipeline import RunOptions, Runtime
+from linewatch.train.options import resolve_training
+from linewatch.train.pipeline import train
 
 SIZE = 64
 
@@ -73,6 +75,36 @@ def test_int8_export_refuses_an_accuracy_loss_and_leaves_the_bundle_untouched(ex
     manifest, report = export_bundle_int8(Inspector.from_bundle(bundle), max_auroc_loss=-1.0, force=True,
                                           progress=False)
     assert not report.passed and manifest["export"]["onnx_int8"]["forced"] is True
+
+
+def _nan_quantize(fp32_path: Path, int8_path: Path, reader: object, method: str = "minmax") -> dict:
+    """Stands in for the quantiser: the fp32 graph with every output multiplied by NaN (what an int8 SSIM
+    tail produces when its variances fall out of range)."""
+    model = onnx.load(str(fp32_path))
+    for output in model.graph.output:
+        raw, nan = output.name + "_raw", output.name + "_nan"
+        for node in model.graph.node:
+            for names in (node.input, node.output):
+                renamed = [raw if name == output.name else name for name in names]
+                del names[:]
+                names.extend(renamed)
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(np.nan, np.float32), nan))
+        model.graph.node.append(onnx.helper.make_node("Mul", [raw, nan], [output.name]))
+    onnx.save(model, str(int8_path))
+    return {"format": "QDQ"}
+
+
+def test_int8_export_refuses_a_network_with_nan_scores_even_when_forced(data: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = tmp_path / "bundle"
+    train(resolve_training(None, {"data": data, "out": bundle, "model": "autoencoder", "image_size": 32,
+                                  "base_channels": 8, "epochs": 1, "batch_size": 8}), progress=False)
+    assert CliRunner().invoke(export_main, [str(bundle)]).exit_code == 0
+    before = (bundle / MANIFEST).read_text()
+    monkeypatch.setattr("linewatch.export.int8.quantize", _nan_quantize)
+    with pytest.raises(AccuracyError, match="NaN or infinite scores .* was not written; deploy the fp32"):
+        export_bundle_int8(Inspector.from_bundle(bundle), force=True, progress=False)
+    assert not (bundle / INT8_FILE).exists() and (bundle / MANIFEST).read_text() == before
 
 
 def test_runtime_precision_int8_publishes_int8_scores_with_the_int8_threshold(quantised: tuple[Path, str], data: Path,

@@ -1,14 +1,18 @@
 """PNG decoding cost: OpenCV (libpng) vs libspng (`imagecodecs`, what `linewatch.data.io` uses for 8-bit PNGs).
 
 Times both decoders on the same files held in memory (no disk reads), one thread, alternating rounds, and
-reports the median ms per image of each and their ratio; checks that both give the same RGB pixels.
+reports the median ms per image of each and their ratio; checks that both give the same RGB pixels; and
+measures how much Python the main thread still runs while another thread decodes with each (a decoder
+that holds the GIL stalls the runtime's inference thread; `none` is the loop's rate with no decoding).
 Run: .venv/bin/python tools/bench_decode.py --data ../shared/data/mvtec_ad/bottle/test [--files 40]
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -25,6 +29,29 @@ def _opencv(data: bytes) -> np.ndarray:
 
 def _libspng(data: bytes) -> np.ndarray:
     return imagecodecs.spng_decode(data)
+
+
+def main_thread_loops(decode: Callable[[bytes], np.ndarray] | None, blobs: list[bytes], seconds: float = 1.0) -> int:
+    """Iterations/s of a small pure-Python loop in this thread while another thread decodes in a loop."""
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            for blob in blobs:
+                decode(blob)
+
+    thread = threading.Thread(target=worker) if decode is not None else None
+    if thread is not None:
+        thread.start()
+        time.sleep(0.05)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        sum(range(1000))
+        count += 1
+    stop.set()
+    if thread is not None:
+        thread.join()
+    return int(count / seconds)
 
 
 @click.command()
@@ -47,14 +74,19 @@ def main(data: Path, files: int, rounds: int, out: Path) -> None:
                 start = time.perf_counter()
                 decode(blob)
                 times[name].append(1000 * (time.perf_counter() - start))
+    loops = {"none": main_thread_loops(None, blobs), "opencv": main_thread_loops(_opencv, blobs),
+             "libspng": main_thread_loops(_libspng, blobs)}
     shape = _opencv(blobs[0]).shape
     result = {"data": str(data), "files": len(blobs), "shape": list(shape), "identical_pixels": same,
-              **{f"{k}_ms": round(float(np.median(v)), 3) for k, v in times.items()}}
+              **{f"{k}_ms": round(float(np.median(v)), 3) for k, v in times.items()},
+              "main_thread_loops_per_s_beside": loops}
     result["speedup"] = round(result["opencv_ms"] / result["libspng_ms"], 3)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     click.echo(f"{len(blobs)} PNGs {shape[1]}x{shape[0]}: OpenCV {result['opencv_ms']:.2f} ms, libspng "
                f"{result['libspng_ms']:.2f} ms per image ({result['speedup']:.2f}x), identical pixels: {same}")
+    beside = ", ".join(f"{k} {v:,}" for k, v in loops.items())
+    click.echo(f"main-thread Python loops/s while another thread decodes: {beside}")
 
 
 if __name__ == "__main__":

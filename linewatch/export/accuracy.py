@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +18,10 @@ from linewatch.inspector import Inspector
 from linewatch.metrics import auroc, pixel_auroc, pro_area, pro_curve
 from linewatch.models.anomaly_map import resize_map
 from linewatch.scoring import predict_samples
+
+
+class NonFiniteScores(ValueError):
+    """An engine gave NaN or infinite image scores: its network cannot be judged by AUROC, nor deployed."""
 
 
 @dataclass(frozen=True)
@@ -30,19 +35,23 @@ class SplitScores:
 def score_split(inspector: Inspector, engine: Engine, samples: list[Sample],
                 step: Callable[[int], None] | None = None, batch_size: int = 8) -> SplitScores:
     """Score `samples` with `engine`; pixel metrics at original resolution over good and masked images."""
-    labels, scores, peaks = [], [], []
+    labels, scores, peaks, names = [], [], [], []
     masks: list[np.ndarray] = []
     maps: list[np.ndarray] = []
     for batch, images, prediction in predict_samples(engine, inspector.detector, samples, inspector.preprocessor,
                                                      inspector.blur_sigma, batch_size, step):
         for sample, image, score, small in zip(batch, images, prediction.scores, prediction.maps, strict=True):
             labels.append(sample.label)
+            names.append(Path(sample.path).name)
             scores.append(float(score))
             peaks.append(float(small.max()))
             if sample.label == 0 or sample.mask is not None:
                 shape = image.shape[:2]
                 masks.append(np.zeros(shape, bool) if sample.mask is None else read_mask(sample.mask, shape))
                 maps.append(resize_map(small, shape))
+    bad = [name for name, score in zip(names, scores, strict=True) if not np.isfinite(score)]
+    if bad:
+        raise NonFiniteScores(f"{len(bad)} of {len(scores)} images got NaN or infinite scores (first: {bad[0]})")
     label_array = np.array(labels, dtype=np.int64)
     both = 0 < label_array.sum() < len(label_array)
     has_pixels = any(m.any() for m in masks)

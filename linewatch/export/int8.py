@@ -26,7 +26,7 @@ from linewatch.data import DataError, Sample, Splits, read_image, scan_category
 from linewatch.engines import INT8_FILE, ONNX_FILE, exported_file
 from linewatch.engines.onnxruntime_engine import OnnxRuntimeEngine
 from linewatch.errors import LinewatchError
-from linewatch.export.accuracy import SplitScores, score_split
+from linewatch.export.accuracy import NonFiniteScores, SplitScores, score_split
 from linewatch.export.onnx_export import record_export
 from linewatch.inspector import Inspector
 from linewatch.progress import Bars
@@ -181,8 +181,14 @@ def export_bundle_int8(
         section = quantize(bundle / fp32_file, staging, reader, method)
         engines = {"fp32": OnnxRuntimeEngine(bundle / fp32_file, inspector.io, "cpu", threads),
                    "int8": OnnxRuntimeEngine(staging, inspector.io, "cpu", threads)}
-        scored = {name: score_split(inspector, engine, splits.val, bars(len(splits.val), f"val-clean {name}"))
-                  for name, engine in engines.items()}
+        count = len(splits.val)
+        scored = {"fp32": score_split(inspector, engines["fp32"], splits.val, bars(count, "val-clean fp32"))}
+        try:
+            scored["int8"] = score_split(inspector, engines["int8"], splits.val, bars(count, "val-clean int8"))
+        except NonFiniteScores as exc:
+            raise AccuracyError(f"the int8 network of {bundle} is unusable on val-clean: {exc}; int8 ranges "
+                                f"cannot hold what this network computes (an SSIM map's variances, say). "
+                                f"{INT8_FILE} was not written; deploy the fp32 network") from None
         bars.close()
         report = Int8Report(scored["fp32"].metrics, scored["int8"].metrics, max_auroc_loss, len(splits.val),
                             int(scored["fp32"].labels.sum()))
