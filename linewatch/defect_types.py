@@ -28,13 +28,6 @@ from linewatch.metrics.ssim import blur, from_moments, moments
 MASKS_FILE = "defect_masks.npy"
 GATES = ("verdict", "mask")
 COMPARE_SIDE = 64  # masks are compared on a grid of at most 64 cells per side
-_MAX_CHANNELS = 128  # what OpenCV 5 filters in one call
-
-
-def _blur_channels(stack: np.ndarray) -> np.ndarray:
-    """The SSIM window over each channel of an (H, W, K) float32 stack (in chunks OpenCV filters at once)."""
-    return np.concatenate([blur(stack[:, :, k : k + _MAX_CHANNELS]).reshape(*stack.shape[:2], -1)
-                           for k in range(0, stack.shape[2], _MAX_CHANNELS)], axis=2)
 
 
 def coarse(mask: np.ndarray) -> np.ndarray:
@@ -91,9 +84,9 @@ class DefectTypes:
         (classification runs per defective frame)."""
         if self._moments is None:
             stack = np.ascontiguousarray(np.asarray(self.masks, dtype=np.float32).transpose(1, 2, 0))
-            mu = _blur_channels(stack)
-            self._moments = {"stack": stack, "flat": stack.reshape(-1, stack.shape[2]), "mu": mu,
-                             "var": _blur_channels(stack * stack) - mu * mu, "areas": stack.sum(axis=(0, 1))}
+            mu, var = moments(stack)
+            self._moments = {"stack": stack, "flat": stack.reshape(-1, stack.shape[2]), "mu": mu, "var": var,
+                             "areas": stack.sum(axis=(0, 1))}
         return self._moments
 
     def similarities(self, amap: np.ndarray) -> dict[str, float]:
@@ -106,7 +99,7 @@ class DefectTypes:
         self.compare_shape(np.shape(amap))
         predicted = coarse(self.binarise(amap)).astype(np.float32)
         mu, var = moments(predicted)
-        cov = _blur_channels(predicted[:, :, None] * ref["stack"]) - mu[:, :, None] * ref["mu"]
+        cov = blur(predicted[:, :, None] * ref["stack"]) - mu[:, :, None] * ref["mu"]
         ssim = from_moments(mu[:, :, None], var[:, :, None], ref["mu"], ref["var"], cov).mean(axis=(0, 1))
         inter = np.rint(predicted.ravel() @ ref["flat"])
         values = similarities_from_counts(inter, float(predicted.sum()), ref["areas"], predicted.size, ssim)

@@ -137,7 +137,7 @@ def test_comparison_grid_keeps_thin_defects() -> None:
 
 
 def test_classifier_compares_more_references_than_opencv_blurs_at_once() -> None:
-    """600 references go through the channel blur in chunks of 128 and still equal `mask_similarity`."""
+    """600 references go through the SSIM blur in chunks of 128 channels and still equal `mask_similarity`."""
     rng = np.random.default_rng(2)
     references = rng.random((600, 12, 10)) > 0.6
     labels = tuple(f"t{k % 7}" for k in range(600))

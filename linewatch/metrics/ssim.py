@@ -13,13 +13,20 @@ WINDOW = 11
 SIGMA = 1.5
 
 
+MAX_CHANNELS = 128  # what OpenCV 5 filters in one call
+
+
 def blur(x: np.ndarray) -> np.ndarray:
-    """The SSIM window: Gaussian 11 x 11, sigma 1.5, reflect padding."""
-    return cv2.GaussianBlur(x, (WINDOW, WINDOW), SIGMA, borderType=cv2.BORDER_REFLECT_101)
+    """The SSIM window (Gaussian 11 x 11, sigma 1.5, reflect padding) over an (H, W) image or each channel of
+    an (H, W, K) stack, any K (OpenCV filters at most 128 channels at once, so larger stacks go in chunks)."""
+    if x.ndim == 3 and x.shape[2] > MAX_CHANNELS:
+        return np.concatenate([blur(x[:, :, k : k + MAX_CHANNELS]) for k in range(0, x.shape[2], MAX_CHANNELS)],
+                              axis=2)
+    return cv2.GaussianBlur(x, (WINDOW, WINDOW), SIGMA, borderType=cv2.BORDER_REFLECT_101).reshape(x.shape)
 
 
 def moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Local mean and variance of an (H, W) float32 image under the window."""
+    """Local mean and variance of an (H, W) float32 image, or of each channel of an (H, W, K) stack."""
     mu = blur(x)
     return mu, blur(x * x) - mu * mu
 
