@@ -16,20 +16,22 @@ from linewatch.bundle import BundleError, bundle_id, read_manifest
 from linewatch.defect_types import DefectTypes
 from linewatch.engines.base import NetworkIO
 from linewatch.features.align import Aligner
-from linewatch.features.preprocess import RESIZE_POLICY, Preprocessor
+from linewatch.features.preprocess import LEGACY_RESIZE_POLICY, RESIZE_POLICY, Preprocessor
 from linewatch.metrics.calibrate import ScoreNormalizer
 from linewatch.models.base import Detector
 from linewatch.models.registry import load_detector
 from linewatch.scoring import Prediction, score_outputs
 
 
-def check_resize_policy(manifest: dict[str, Any], directory: Path) -> None:
-    """Refuse a bundle trained under another resize policy: its scores and threshold would not hold here."""
+def check_resize_policy(manifest: dict[str, Any], directory: Path) -> bool:
+    """Whether the bundle's frames turn grey before resizing (the current policy) or after it (legacy); refuse a
+    bundle trained under any other resize policy: its scores and threshold would not hold here."""
     policy = manifest.get("preprocess", {}).get("resize")
-    if policy != RESIZE_POLICY:
+    if policy not in (RESIZE_POLICY, LEGACY_RESIZE_POLICY):
         raise BundleError(
             f"{directory} was trained with resize policy {policy!r}, but this linewatch resizes with "
             f"{RESIZE_POLICY!r}: retrain it with inspect-train (then export-model)")
+    return policy == RESIZE_POLICY
 
 
 @dataclass
@@ -52,7 +54,7 @@ class Inspector:
         """`precision` int8 takes the calibration `export-model --int8` redid on the int8 network's scores."""
         directory = Path(directory)
         manifest = read_manifest(directory)
-        check_resize_policy(manifest, directory)
+        grey_first = check_resize_policy(manifest, directory)
         calibration = manifest["calibration"]
         if precision == "int8":
             calibration = manifest.get("export", {}).get("onnx_int8", {}).get("calibration")
@@ -69,7 +71,7 @@ class Inspector:
             normalizer=ScoreNormalizer.from_dict(calibration),
             map_normalizer=ScoreNormalizer.from_dict(calibration["map"]),
             blur_sigma=float(manifest["postprocess"]["blur_sigma"]),
-            preprocessor=Preprocessor(io.size, io.channels, aligner),
+            preprocessor=Preprocessor(io.size, io.channels, aligner, grey_first),
             defect_types=DefectTypes.load(directory, manifest.get("masks")),
         )
 

@@ -137,3 +137,14 @@ def test_resize_averages_fine_patterns_instead_of_sampling_them() -> None:
     out = resize(stripes, (256, 256)).astype(float)
     sampled = cv2.resize(stripes, (256, 256), interpolation=cv2.INTER_LINEAR).astype(float)
     assert abs(out.mean() - 85) < 2 and out.std() < sampled.std() / 2
+
+
+def test_one_channel_models_turn_grey_before_resizing_and_legacy_bundles_after() -> None:
+    rng = np.random.default_rng(1)
+    image = cv2.resize(rng.integers(0, 256, (30, 20, 3), dtype=np.uint8), (300, 450), interpolation=cv2.INTER_CUBIC)
+    grey_first = Preprocessor((64, 48), channels=1)(image)
+    legacy = Preprocessor((64, 48), channels=1, grey_first=False)(image)
+    assert grey_first.shape == legacy.shape == (1, 64, 48)
+    assert np.array_equal(grey_first[0], resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (64, 48)))
+    assert np.array_equal(legacy[0], cv2.cvtColor(resize(image, (64, 48)), cv2.COLOR_RGB2GRAY))
+    assert 0 < np.abs(grey_first - legacy).max() <= 1

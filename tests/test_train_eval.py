@@ -14,6 +14,8 @@ from click.testing import CliRunner
 from linewatch.bundle import read_manifest
 from linewatch.data.synthetic import make_synthetic_category
 from linewatch.evaluate.cli import main as eval_main
+from linewatch.features.preprocess import LEGACY_RESIZE_POLICY
+from linewatch.inspector import Inspector
 from linewatch.train.cli import main as train_main
 
 METRIC_KEYS = {"image_auroc", "image_auprc", "f1", "precision", "recall", "accuracy", "threshold", "pixel_auroc", "pro"}
@@ -126,6 +128,16 @@ def test_eval_refuses_a_bundle_trained_with_another_resize_policy(trained: Path,
     result = CliRunner().invoke(eval_main, ["--bundle", str(bundle), "--data", str(category), "--out",
                                             str(tmp_path / "r")])
     assert result.exit_code != 0 and "resize policy" in result.output and "inspect-train" in result.output
+
+
+def test_bundles_written_before_grey_first_keep_their_grey_after_resize_order(trained: Path, tmp_path: Path) -> None:
+    assert Inspector.from_bundle(trained).preprocessor.grey_first
+    bundle = tmp_path / "legacy"
+    shutil.copytree(trained, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["preprocess"]["resize"] = LEGACY_RESIZE_POLICY
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert not Inspector.from_bundle(bundle).preprocessor.grey_first
 
 
 def test_eval_reports_mask_metrics_and_defect_types_for_patchcore(trained: Path, category: Path,

@@ -1,7 +1,8 @@
 """Image preprocessing shared by training, evaluation, export checks and the runtime.
 
-Frames arrive as RGB uint8 (see `linewatch.data.io`); they are resized to the model's size, turned grey
-for one-channel networks, and laid out as float32 CHW in 0..255. Normalization happens inside the
+Frames arrive as RGB uint8 (see `linewatch.data.io`); one-channel networks' frames are turned grey first
+(resizing one channel instead of three: 0.75 instead of 1.27 ms for a 900 x 900 frame to 128 px), then
+resized to the model's size and laid out as float32 CHW in 0..255. Normalization happens inside the
 network (and so inside the exported graph), so the runtime never needs to know a network's mean/std.
 """
 
@@ -18,7 +19,10 @@ import numpy as np
 if TYPE_CHECKING:
     from linewatch.features.align import Aligner
 
-RESIZE_POLICY = "stretch; cv2 INTER_LINEAR to a whole multiple m of the size (shrink factor <= 2), then INTER_AREA by m"
+_STRETCH = "stretch; cv2 INTER_LINEAR to a whole multiple m of the size (shrink factor <= 2), then INTER_AREA by m"
+RESIZE_POLICY = f"{_STRETCH}; one-channel models turn grey before resizing"
+# Bundles written before grey-first: same resize, grey after it (inputs differ by at most one grey level).
+LEGACY_RESIZE_POLICY = _STRETCH
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -42,12 +46,14 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 @dataclass(frozen=True)
 class Preprocessor:
     """Resize to (height, width), optionally align to the bundle's reference view, keep RGB (3 channels) or
-    convert to grey (1), as float32 CHW. With alignment, `prepare` also returns the frame's warp, which
-    `restore` uses to bring an anomaly map back to the frame's own geometry."""
+    convert to grey (1; before resizing unless `grey_first` is off, as in legacy bundles), as float32 CHW.
+    With alignment, `prepare` also returns the frame's warp, which `restore` uses to bring an anomaly map back
+    to the frame's own geometry."""
 
     size: tuple[int, int]
     channels: int = 3
     align: Aligner | None = None
+    grey_first: bool = True
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -57,12 +63,15 @@ class Preprocessor:
         """The model input and the 2x3 warp (reference -> frame, model pixels) it was aligned with, if any."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} {image.dtype}")
+        if self.channels == 1 and self.grey_first:
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         resized = resize(image, self.size)
         warp = self.align.warp_matrix(resized) if self.align is not None else None
         if warp is not None:
             resized = self.align.apply(resized, warp)
         if self.channels == 1:
-            return cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)[None].astype(np.float32), warp
+            grey = resized if resized.ndim == 2 else cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)
+            return grey[None].astype(np.float32), warp
         return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32), warp
 
     def __call__(self, image: np.ndarray) -> np.ndarray:

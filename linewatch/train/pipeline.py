@@ -105,7 +105,7 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
         "detector": detector_section,
         "network": fitted.network_section,
         "preprocess": {"input": "RGB uint8", "resize": RESIZE_POLICY,
-                       "channels": "RGB" if io.channels == 3 else "grey (cv2 RGB2GRAY after the resize)",
+                       "channels": "RGB" if io.channels == 3 else "grey (cv2 RGB2GRAY before the resize)",
                        "layout": "NCHW float32 0..255", "normalization": "inside the network",
                        "geometry": geometry, **({"align": align} if align else {})},
         "postprocess": {"blur_sigma": options["blur_sigma"], "map_size": list(io.size)},
