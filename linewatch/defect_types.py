@@ -80,13 +80,20 @@ class DefectTypes:
                              f"{self.masks.shape[1]}x{self.masks.shape[2]} cells")
 
     def _references(self) -> dict[str, np.ndarray]:
-        """The stored masks as (H, W, K) channels, with their pixel counts and SSIM moments, computed once
-        (classification runs per defective frame)."""
+        """The stored masks as (pixels, K) columns, with their pixel counts and SSIM moments, computed once
+        (classification runs per defective frame). `empty` is each mask's SSIM map against an empty
+        prediction and `empty_sum` its sum: a predicted mask's SSIM equals it wherever the prediction's window
+        holds no set cell, so only the cells near the prediction are computed per frame."""
         if self._moments is None:
             stack = np.ascontiguousarray(np.asarray(self.masks, dtype=np.float32).transpose(1, 2, 0))
             mu, var = moments(stack)
-            self._moments = {"stack": stack, "flat": stack.reshape(-1, stack.shape[2]), "mu": mu, "var": var,
-                             "areas": stack.sum(axis=(0, 1))}
+            zero = np.zeros(stack.shape[:2] + (1,), np.float32)
+            empty = from_moments(zero, zero, mu, var, np.zeros_like(mu))
+            count = stack.shape[2]
+            self._moments = {"stack": stack, "flat": stack.reshape(-1, count), "mu": mu.reshape(-1, count),
+                             "var": var.reshape(-1, count), "areas": stack.sum(axis=(0, 1)),
+                             "empty": empty.reshape(-1, count),
+                             "empty_sum": empty.reshape(-1, count).sum(axis=0, dtype=np.float64)}
         return self._moments
 
     def similarities(self, amap: np.ndarray) -> dict[str, float]:
@@ -99,8 +106,15 @@ class DefectTypes:
         self.compare_shape(np.shape(amap))
         predicted = coarse(self.binarise(amap)).astype(np.float32)
         mu, var = moments(predicted)
-        cov = blur(predicted[:, :, None] * ref["stack"]) - mu[:, :, None] * ref["mu"]
-        ssim = from_moments(mu[:, :, None], var[:, :, None], ref["mu"], ref["var"], cov).mean(axis=(0, 1))
+        near = np.flatnonzero(mu)  # cells whose window holds a predicted cell; elsewhere SSIM is `empty`'s
+        ssim_sum = ref["empty_sum"]
+        if near.size:
+            count = ref["flat"].shape[1]
+            mu_near, var_near = mu.ravel()[near, None], var.ravel()[near, None]
+            cov = blur(predicted[:, :, None] * ref["stack"]).reshape(-1, count)[near] - mu_near * ref["mu"][near]
+            ssim_near = from_moments(mu_near, var_near, ref["mu"][near], ref["var"][near], cov)
+            ssim_sum = ssim_sum - ref["empty"][near].sum(axis=0, dtype=np.float64) + ssim_near.sum(axis=0)
+        ssim = ssim_sum / predicted.size
         inter = np.rint(predicted.ravel() @ ref["flat"])
         values = similarities_from_counts(inter, float(predicted.sum()), ref["areas"], predicted.size, ssim)
         best: dict[str, float] = {}
