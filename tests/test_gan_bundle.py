@@ -97,7 +97,7 @@ def test_runtime_raw_scores_equal_eval_and_carry_defect_types(bundle: Path, cate
 
     options = RunOptions(bundle=bundle, sources=(str(category / "test"),), publish="tcp://127.0.0.1:*",
                          wait_subscribers=1, engine="onnxruntime", device="cpu")
-    summary, result = run_with_listener(options)
+    summary, result = run_with_listener(options, len(list((category / "test").rglob("*.png"))))
     with open(report / "scores.csv") as handle:
         expected = {row["path"]: float(row["score"]) for row in csv.DictReader(handle)}
     published = {Path(h["path"]).relative_to(category).as_posix(): h for h in result.headers}

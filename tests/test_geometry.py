@@ -82,7 +82,8 @@ def _run(bundle: Path, folder: Path) -> list[dict]:
                                  wait_subscribers=1, engine="onnxruntime", device="cpu"))
     received: dict = {}
     thread = threading.Thread(target=lambda: received.update(
-        result=listen(runtime.publisher.endpoint, timeout_s=3.0, echo=lambda *_: None)))
+        result=listen(runtime.publisher.endpoint, count=len(list(folder.rglob("*.png"))), timeout_s=3.0,
+                      echo=lambda *_: None)))
     thread.start()
     runtime.run()
     thread.join(timeout=30)

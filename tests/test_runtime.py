@@ -50,12 +50,13 @@ def bundle(request: pytest.FixtureRequest, category: Path, tmp_path_factory: pyt
     return _bundle(category, tmp_path_factory.mktemp("bundles") / request.param, request.param)
 
 
-def run_with_listener(options: RunOptions) -> tuple[dict, ListenResult]:
-    """Run the runtime to completion while a real SUB socket listens; the runtime waits for it."""
+def run_with_listener(options: RunOptions, expected: int) -> tuple[dict, ListenResult]:
+    """Run the runtime to completion while a real SUB socket listens; the runtime waits for it. The listener
+    stops at the `expected` verdicts or after 3 s of silence, whichever comes first."""
     runtime = Runtime(options)
     received: dict[str, ListenResult] = {}
     thread = threading.Thread(target=lambda: received.update(
-        result=listen(runtime.publisher.endpoint, timeout_s=3.0, echo=lambda *_: None)))
+        result=listen(runtime.publisher.endpoint, count=expected, timeout_s=3.0, echo=lambda *_: None)))
     thread.start()
     summary = runtime.run()
     thread.join(timeout=30)
@@ -68,8 +69,8 @@ def test_folder_source_publishes_every_frame_matching_eval_scores(bundle: Path, 
     journal = tmp_path / "journal.jsonl"
     options = RunOptions(bundle=bundle, sources=(str(category / "test"),), publish=LOOPBACK, wait_subscribers=1,
                          journal=journal, engine="onnxruntime", device="cpu")
-    summary, result = run_with_listener(options)
     images = sorted((category / "test").rglob("*.png"))
+    summary, result = run_with_listener(options, len(images))
     assert summary["frames"] == len(images) == result.received
     assert result.gaps == 0 and [h["seq"] for h in result.headers] == list(range(len(images)))
     assert read_journal(journal) == result.headers
@@ -100,7 +101,7 @@ def test_video_source_and_corrupt_file(bundle: Path, category: Path, tmp_path: P
     (folder / "1b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     options = RunOptions(bundle=bundle, sources=(f"cam={video}", str(folder)), publish=LOOPBACK, wait_subscribers=1,
                          batch=4, device="cpu")
-    summary, result = run_with_listener(options)
+    summary, result = run_with_listener(options, 6 + 3)
     by_source = {name: [h for h in result.headers if h["source"] == name] for name in ("cam", "folder")}
     assert [h["frame"] for h in by_source["cam"]] == list(range(6))
     assert len(by_source["folder"]) == 3 and summary["errors"] == 1
