@@ -96,6 +96,16 @@ def test_patchcore_scores_outliers_high_and_round_trips(tmp_path) -> None:
     assert np.array_equal(loaded.patch_scores({"features": test}), patch)
 
 
+def test_patches_with_non_finite_features_score_nan_instead_of_a_saturated_distance() -> None:
+    rng = np.random.default_rng(6)
+    model = PatchCore.fit(iter([_features(rng, 4)]), PatchCoreParams(coreset_ratio=0.5))
+    test = _features(rng, 2)
+    test[0, 3, 1, 2] = np.inf
+    test[1, 0, 0, 0] = np.nan
+    patch = model.patch_scores({"features": test})
+    assert np.isnan(patch[0, 1, 2]) and np.isnan(patch[1, 0, 0]) and np.isfinite(patch).sum() == patch.size - 2
+
+
 def test_patchcore_memory_bank_is_a_subset_of_training_patches() -> None:
     rng = np.random.default_rng(5)
     batch = _features(rng, 4)

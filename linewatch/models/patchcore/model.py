@@ -73,10 +73,17 @@ class PatchCore:
         return cls(patches[np.sort(keep)], params, device=device)
 
     def patch_scores(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Mean distance to the k nearest bank patches. A patch whose features are not finite scores NaN:
+        FAISS would return a huge finite distance for it (1.8e19 for +inf), hiding a broken network from
+        the checks that refuse non-finite scores (export, evaluation, the runtime's heatmap)."""
         features = outputs["features"]
         n, _, h, w = features.shape
-        distances, _ = self.knn.search(flatten_patches(features), self.params.k)
-        return distances.mean(axis=1).reshape(n, h, w).astype(np.float32)
+        queries = flatten_patches(features)
+        distances, _ = self.knn.search(queries, self.params.k)
+        scores = distances.mean(axis=1)
+        if not np.isfinite(queries).all():
+            scores[~np.isfinite(queries).all(axis=1)] = np.nan
+        return scores.reshape(n, h, w).astype(np.float32)
 
     def image_scores(self, patch_scores: np.ndarray, maps: np.ndarray, outputs: dict[str, np.ndarray]) -> np.ndarray:
         """Max patch score; with `reweight`, scaled by the paper's neighbourhood-density weight (eq. 7)."""
