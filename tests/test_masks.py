@@ -149,15 +149,22 @@ def test_classifier_compares_more_references_than_opencv_blurs_at_once() -> None
 
 
 def test_classifier_computes_ssim_near_the_prediction_only_and_still_equals_mask_similarity() -> None:
-    """A small predicted region (and an empty one): cells far from it take each reference's SSIM against an
-    empty mask; the similarities equal `mask_similarity` of every reference."""
+    """Small predicted regions (and an empty one): cells far from them take each reference's SSIM against an
+    empty mask, the covariances are blurred on a crop around them, and with many references SSIM is computed
+    only for those that can still beat their type's best; the similarities equal `mask_similarity`."""
     rng = np.random.default_rng(3)
-    references = np.zeros((4, 48, 40), bool)
-    for k, (y, x) in enumerate([(5, 5), (30, 20), (40, 35), (10, 30)]):
-        references[k, y : y + 6, x : x + 4] = True
-    references[3] |= rng.random((48, 40)) > 0.97
-    classifier = DefectTypes(0.5, {}, references, ("a", "b", "c", "d"))
-    for amap in (np.zeros((48, 40), np.float32), np.pad(np.ones((3, 5), np.float32), ((28, 17), (18, 17)))):
-        expected = {label: mask_similarity(amap >= 0.5, mask)["combined"]
-                    for label, mask in zip(classifier.labels, references, strict=True)}
-        assert classifier.similarities(amap) == pytest.approx(expected, abs=1e-6)
+    for count in (4, 40):  # one pass over every reference, and pruned
+        references = np.zeros((count, 48, 40), bool)
+        for k in range(count):
+            y, x = rng.integers(0, 42), rng.integers(0, 36)
+            references[k, y : y + rng.integers(2, 7), x : x + rng.integers(2, 5)] = True
+        references[3] |= rng.random((48, 40)) > 0.97
+        labels = tuple("abcd"[k % 4] for k in range(count))
+        classifier = DefectTypes(0.5, {}, references, labels)
+        inside = np.pad(np.ones((3, 5), np.float32), ((28, 17), (18, 17)))  # the crop's edges are inside the grid
+        corner = np.pad(np.ones((2, 3), np.float32), ((0, 46), (37, 0)))  # the crop meets the grid's borders
+        for amap in (np.zeros((48, 40), np.float32), inside, corner, inside + corner, references[-1] * 0.9):
+            expected: dict[str, float] = {}
+            for label, mask in zip(labels, references, strict=True):
+                expected[label] = max(expected.get(label, -1.0), mask_similarity(amap >= 0.5, mask)["combined"])
+            assert classifier.similarities(amap) == pytest.approx(expected, abs=1e-6)
