@@ -139,20 +139,19 @@ class DefectTypes:
         # for cores the runtime's decoders hold (magnetic tile, 118 masks, beside a training job: 8.4 vs 3.0 ms).
         inter = ref["flat"][np.flatnonzero(predicted)].sum(axis=0, dtype=np.float64)
         counts = (inter, float(predicted.sum()), ref["areas"], predicted.size)
-        bound = similarities_from_counts(*counts, np.full(len(self.labels), 1.0 + _SSIM_SLACK))["combined"]
         near = _Near(predicted)
         ssim = np.full(len(self.labels), np.nan)
         if len(self.labels) < _PRUNE_FROM:  # two passes cost more than they save on a few masks
-            first = np.arange(len(self.labels))
+            ssim[:] = self._mean_ssim(near, np.arange(len(self.labels)))
         else:
-            first = np.array([members[np.argmax(bound[members])] for members in ref["members"]])
-        ssim[first] = self._mean_ssim(near, first)
+            bound = similarities_from_counts(*counts, np.full(len(self.labels), 1.0 + _SSIM_SLACK))["combined"]
+            first = np.array([members[np.argmax(bound[members])] for members in ref["members"]])  # one per type
+            ssim[first] = self._mean_ssim(near, first)
+            floor = similarities_from_counts(*counts, ssim)["combined"][first][ref["codes"]]  # its type's best so far
+            rest = np.flatnonzero((bound > floor) & np.isnan(ssim))
+            if rest.size:
+                ssim[rest] = self._mean_ssim(near, rest)
         exact = similarities_from_counts(*counts, ssim)["combined"]
-        floor = exact[first][ref["codes"]]  # for each reference, the exact best of its type so far
-        rest = np.flatnonzero((bound > floor) & np.isnan(ssim))
-        if rest.size:
-            ssim[rest] = self._mean_ssim(near, rest)
-            exact = similarities_from_counts(*counts, ssim)["combined"]
         best: dict[str, float] = {}
         for label, value in zip(self.labels, exact.tolist(), strict=True):
             if not math.isnan(value):  # NaN: pruned, cannot beat its type's best
