@@ -81,8 +81,9 @@ class PatchCore:
         queries = flatten_patches(features)
         distances, _ = self.knn.search(queries, self.params.k)
         scores = distances.mean(axis=1)
-        if not np.isfinite(queries).all():
-            scores[~np.isfinite(queries).all(axis=1)] = np.nan
+        finite = np.isfinite(queries).all(axis=1)
+        if not finite.all():
+            scores[~finite] = np.nan
         return scores.reshape(n, h, w).astype(np.float32)
 
     def image_scores(self, patch_scores: np.ndarray, maps: np.ndarray, outputs: dict[str, np.ndarray]) -> np.ndarray:
