@@ -35,6 +35,8 @@ def _value(text: str) -> Any:
     lowered = text.strip().lower()
     if lowered in ("none", "null"):
         return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
     for kind in (int, float):
         try:
             return kind(lowered)
