@@ -113,8 +113,10 @@ def test_train_and_eval_padim_on_synthetic_category(tmp_path: Path) -> None:
     assert "peak memory" in result.output and "bundle" in result.output
     manifest = read_manifest(bundle)
     assert manifest["detector"]["kind"] == "padim" and manifest["detector"]["dims"] == 40
-    assert manifest["network"]["params"]["layers"] == ["layer1", "layer2", "layer3"]
-    assert manifest["detector"]["positions"] == 24 * 24
+    # The measured defaults: layers 2+3 (stride 8: 12 x 12 positions at 96 px), aligned to a reference view.
+    assert manifest["network"]["params"]["layers"] == ["layer2", "layer3"]
+    assert manifest["detector"]["positions"] == 12 * 12
+    assert manifest["preprocess"]["align"]["method"] == "ecc-affine"
     out = tmp_path / "report"
     result = CliRunner().invoke(eval_main, ["--bundle", str(bundle), "--data", str(category), "--out", str(out),
                                             "--save-maps", "--quiet"])

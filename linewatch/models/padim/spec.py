@@ -11,6 +11,7 @@ import numpy as np
 from linewatch.config import Option
 from linewatch.models.base import Detector, FitContext, Fitted
 from linewatch.models.components.feature_memory import (
+    FEATURE_DEFAULTS,
     FEATURE_OPTIONS,
     FeatureSearch,
     build_feature_network,
@@ -19,15 +20,19 @@ from linewatch.models.components.feature_memory import (
 )
 from linewatch.models.registry import DetectorSpec
 
-DEFAULT_LAYERS = ("layer1", "layer2", "layer3")
+# Layers 2+3 and ECC-affine alignment: measured better than the paper's layer1-3 without alignment on 6 of 6
+# datasets (aligned and misaligned), with 4x fewer Gaussians to score (README, PaDiM defaults).
+DEFAULT_LAYERS = ("layer2", "layer3")
+DEFAULT_ALIGN = "ecc-affine"
 DEFAULT_DIMS = {"wide_resnet50_2": 550}
 DEFAULT_DIMS_OTHER = 100
-SEARCH_LAYERS = (DEFAULT_LAYERS, ("layer2", "layer3"))
+SEARCH_LAYERS = (DEFAULT_LAYERS, ("layer1", "layer2", "layer3"))
+SEARCH_ALIGNS = (DEFAULT_ALIGN, "none")
 SEARCH_GRID = {"padim_pool": (0, 1, 2), "padim_radius": (0, 1)}
 
 OPTIONS: dict[str, Option] = {
     **FEATURE_OPTIONS,
-    "layers": Option(tuple, None, help="Comma-separated feature layers (PaDiM default layer1,layer2,layer3)."),
+    "layers": Option(tuple, None, help="Comma-separated feature layers (PaDiM default layer2,layer3)."),
     "padim_dims": Option(int, None, minimum=1, help="Random channel subset size (default 100; 550 for WRN50)."),
     "padim_epsilon": Option(float, 0.01, minimum=0.0, help="Covariance regularisation (default 0.01)."),
     "padim_pool": Option(int, 0, minimum=0, maximum=4,
@@ -76,6 +81,7 @@ SPEC = DetectorSpec(
     build_network=build_feature_network,
     options=OPTIONS,
     quick={"weights": "none"},
+    defaults={**FEATURE_DEFAULTS, "align": DEFAULT_ALIGN},
     search=FeatureSearch(config_of, fit_features, layers=SEARCH_LAYERS, grid=SEARCH_GRID,
-                         cost=search_cost),
+                         cost=search_cost, aligns=SEARCH_ALIGNS),
 )
