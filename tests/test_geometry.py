@@ -67,6 +67,20 @@ def test_auto_size_parses_and_reads_the_median_aspect(category: Path, tmp_path: 
     assert aspect == pytest.approx(0.375) and read == 30
 
 
+def test_feature_memory_detectors_take_the_aspect_ratio_by_default(category: Path, tmp_path: Path) -> None:
+    """PatchCore and PaDiM default to auto:256 (square parts stay 256 x 256); trained detectors keep theirs."""
+    for model in ("patchcore", "padim"):
+        assert resolve_training(None, {"data": tmp_path, "out": "x", "model": model})["image_size"] == AutoSize(256)
+        explicit = {"data": tmp_path, "out": "x", "model": model, "image_size": "256"}
+        assert resolve_training(None, explicit)["image_size"] == (256, 256)
+    assert resolve_training(None, {"data": tmp_path, "out": "x", "model": "autoencoder"})["image_size"] == (128, 128)
+    bundle = tmp_path / "default"
+    result = CliRunner().invoke(train_main, ["--data", str(category), "--out", str(bundle), "--weights", "none",
+                                             "--coreset-ratio", "0.1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    geometry = read_manifest(bundle)["preprocess"]["geometry"]
+    assert geometry["rule"] == "auto:256" and geometry["size"] == [160, 416]
+
 def test_features_of_a_non_square_input_keep_its_shape() -> None:
     config = FeatureConfig(layers=("layer2", "layer3"), image_size=(64, 160))
     extractor, _ = build_extractor(config, "none")

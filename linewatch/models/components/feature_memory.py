@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from linewatch.config import Option
+from linewatch.config import AutoSize, Option
 from linewatch.features.catalog import BACKBONES, get_spec
 from linewatch.models.base import Detector, FitContext, Fitted
 from linewatch.models.network import network_section
@@ -24,6 +24,9 @@ FEATURE_OPTIONS: dict[str, Option] = {
                     help="Align each frame to a reference training view before the network (OpenCV ECC; ecc: "
                          "rotation + shift, ecc-affine: also scale and shear); maps are moved back onto the frame."),
 }
+# The input keeps the training images' aspect ratio at about 256 x 256 pixels: identical to the square 256 on
+# square parts, better on elongated ones (capsule as 200 x 512 bands: image AUROC 0.944 -> 0.974; README).
+FEATURE_DEFAULTS: dict[str, Any] = {"image_size": AutoSize(256)}
 ARCHITECTURE = "feature_extractor"
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from linewatch.config import Option
 from linewatch.models.base import Detector, FitContext, Fitted
 from linewatch.models.components.feature_memory import (
+    FEATURE_DEFAULTS,
     FEATURE_OPTIONS,
     FeatureSearch,
     build_feature_network,
@@ -67,6 +68,7 @@ SPEC = DetectorSpec(
     load=load,
     build_network=build_feature_network,
     options=OPTIONS,
+    defaults=FEATURE_DEFAULTS,
     quick={"weights": "none", "coreset_ratio": 0.1},
     search=FeatureSearch(config_of, fit_features, layers=SEARCH_LAYERS, grid=SEARCH_GRID,
                          cost=lambda options: max(1.0, options["coreset_ratio"] / 0.01)),
