@@ -34,7 +34,7 @@ from linewatch.train.tune_cache import StageCache, evaluate, extract, layers_nee
 
 log = logging.getLogger(__name__)
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite2")
-SIZES = ("256", "auto:256", "320")
+SIZES = ("256", "auto:256", "320", "384")
 AUROC_TIE = 0.002
 PIXEL_TIE = 0.005
 DEFAULT_BUDGET_MIN = 10.0
