@@ -5,10 +5,9 @@ Suites (each row = `inspect-train`'s pipeline, then `inspect-eval`'s on the bund
   config, on bottle, capsule, transistor and magnetic tile; the tuning's seconds are reported.
 - `heldout`: proxies of the checks we cannot run (built by tools/proxy_data.py under bench-out/proxies):
   PaDiM on misaligned bottle / transistor with 43 training images, and on the aligned originals (no loss
-  allowed); PatchCore on elongated grey parts (capsule 200 x 512, magnetic tile's long tiles). PaDiM with
-  today's defaults and with the defaults before this work (`before`: square 256 px, no position tolerance);
-  PatchCore with its default (square 256 px) and with the aspect ratio taken from the data (`aspect`:
-  `--image-size auto:256`).
+  allowed); PatchCore (and PaDiM) on elongated grey parts (capsule 200 x 512, magnetic tile's long tiles).
+  Each with today's defaults and with the defaults before this work (`before`: PatchCore square 256 px;
+  PaDiM square 256 px, layers 1-3, no alignment, no position tolerance).
 Rows are appended to OUT/rows.jsonl (a rerun skips what is there); OUT/accuracy.md gets the table.
 Run with nice, one at a time: .venv/bin/python tools/bench_accuracy.py --suite main [--budget 10]
 """
@@ -35,8 +34,9 @@ SHARED = ROOT.parent / "shared" / "data"
 PROXIES = ROOT / "bench-out" / "proxies"
 MVTEC = SHARED / "mvtec_ad"
 TILE = SHARED / "magnetic_tile" / "magnetic_tile"
-BEFORE = {"patchcore": {"image_size": 256}, "padim": {"image_size": 256, "padim_pool": 0, "padim_radius": 0}}
-ASPECT = {"image_size": "auto:256"}
+BEFORE = {"patchcore": {"image_size": 256},
+          "padim": {"image_size": 256, "layers": ("layer1", "layer2", "layer3"), "align": "none", "padim_pool": 0,
+                    "padim_radius": 0}}
 PROXY_RECIPES = {
     "bottle-misaligned": ["misalign", "--data", str(MVTEC / "bottle"), "--train", "54"],
     "transistor-misaligned": ["misalign", "--data", str(MVTEC / "transistor"), "--train", "54",
@@ -44,14 +44,15 @@ PROXY_RECIPES = {
     "capsule-band": ["band", "--data", str(MVTEC / "capsule"), "--band-fraction", "0.56"],
     "mtile-elongated": ["elongated", "--data", str(TILE)],
 }
-# (data, detector, variant): variant is default | tuned | config | before | aspect
+# (data, detector, variant): variant is default | tuned | config | before
 SUITES: dict[str, list[tuple[Path, str, str]]] = {
     "main": [(MVTEC / c, "patchcore", v) for c in ("bottle", "capsule", "transistor") for v in ("default", "tuned")]
     + [(TILE, "patchcore", v) for v in ("default", "config", "tuned")],
     "heldout": [(PROXIES / p, "padim", v) for p in ("bottle-misaligned", "transistor-misaligned")
                 for v in ("default", "before")]
     + [(MVTEC / c, "padim", v) for c in ("bottle", "transistor") for v in ("default", "before")]
-    + [(PROXIES / p, "patchcore", v) for p in ("capsule-band", "mtile-elongated") for v in ("default", "aspect")],
+    + [(PROXIES / p, "patchcore", v) for p in ("capsule-band", "mtile-elongated") for v in ("default", "before")]
+    + [(PROXIES / "capsule-band", "padim", v) for v in ("default", "before")],
 }
 
 
@@ -64,7 +65,7 @@ def ensure_proxy(data: Path) -> None:
 
 def run_one(data: Path, model: str, variant: str, work: Path, budget: float) -> dict[str, Any]:
     name = f"{data.name}-{model}-{variant}"
-    variant_options = {"before": BEFORE[model], "aspect": ASPECT}.get(variant, {})
+    variant_options = BEFORE[model] if variant == "before" else {}
     overrides: dict[str, Any] = {"data": data, "out": work / name, "model": model, **variant_options}
     config = ROOT / "configs" / f"{model}-{data.name.replace('_', '-')}.yaml"
     options = resolve_training(config if variant == "config" else None, overrides)
