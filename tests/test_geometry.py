@@ -81,6 +81,7 @@ def test_feature_memory_detectors_take_the_aspect_ratio_by_default(category: Pat
     geometry = read_manifest(bundle)["preprocess"]["geometry"]
     assert geometry["rule"] == "auto:256" and geometry["size"] == [160, 416]
 
+
 def test_features_of_a_non_square_input_keep_its_shape() -> None:
     config = FeatureConfig(layers=("layer2", "layer3"), image_size=(64, 160))
     extractor, _ = build_extractor(config, "none")
