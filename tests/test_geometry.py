@@ -152,7 +152,7 @@ def test_auto_sized_bundle_trains_exports_and_runs_with_eval_parity(case: str, c
     for path, score in expected.items():
         assert published[path] == pytest.approx(score, rel=1e-4), path
     for header in headers:
-        assert (header["heatmap"]["height"], header["heatmap"]["width"]) == (64, 160)
+        assert (header["heatmap"]["height"], header["heatmap"]["width"]) == (32, 80)  # stride 2 at blur sigma 4
         assert (header["image"]["height"], header["image"]["width"]) == SHAPE
         for region in header["regions"]:
             assert region["x"] >= 0 and region["x"] + region["width"] <= SHAPE[1]

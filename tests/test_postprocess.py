@@ -21,6 +21,7 @@ from linewatch.runtime.postprocess import (
     encode_frame_jpeg,
     encode_heatmap,
     find_regions,
+    heatmap_stride,
 )
 
 NORM = ScoreNormalizer(threshold=1.0, low=0.0, high=4.0)
@@ -84,6 +85,27 @@ def test_regions_min_area_max_regions_and_bounds(two_blobs: np.ndarray) -> None:
         find_regions(np.zeros((2, 3, 4)), 1.0, (10, 10), NORM)
     with pytest.raises(ValueError, match="NaN"):
         encode_heatmap(np.full((4, 4), np.nan), NORM)
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (160, 416), (75, 51)])
+def test_heatmap_at_the_blur_stride_keeps_the_whole_map(shape: tuple[int, int]) -> None:
+    """A map blurred with sigma 4 goes on the wire at half size; brought back to full size (bilinear) it is the
+    full-size heatmap within 2.5 of 255 levels (two roundings of 0.5 each plus the resampling), within 5 where
+    the normalisation saturates (a kink the blur did not smooth), the threshold still at 128."""
+    assert [heatmap_stride(s) for s in (0.0, 1.0, 3.9, 4.0, 6.0)] == [1, 1, 1, 2, 3]
+    rng = np.random.default_rng(0)
+    coarse_scores = rng.random((shape[0] // 8 + 1, shape[1] // 8 + 1)).astype(np.float32) * 4.0
+    amap = cv2.GaussianBlur(cv2.resize(coarse_scores, shape[::-1], interpolation=cv2.INTER_LINEAR), (33, 33), 4.0)
+    for normalizer, levels in ((ScoreNormalizer(threshold=2.0, low=-1.0, high=5.0), 2.5), (NORM, 5.0)):
+        full = decode_heatmap(*encode_heatmap(amap, normalizer))
+        data, meta = encode_heatmap(amap, normalizer, heatmap_stride(4.0))
+        assert (meta["height"], meta["width"]) == (round(shape[0] / 2), round(shape[1] / 2))
+        restored = cv2.resize(decode_heatmap(data, meta), shape[::-1], interpolation=cv2.INTER_LINEAR)
+        assert np.abs(restored - full).max() <= levels / 255
+    at_threshold = np.full((8, 8), NORM.threshold, np.float32)
+    assert set(np.unique(decode_heatmap(*encode_heatmap(at_threshold, NORM, 2)) * 255).round()) == {128.0}
+    with pytest.raises(ValueError, match="stride"):
+        encode_heatmap(amap, NORM, 0)
 
 
 def test_heatmap_round_trip_with_threshold_at_half(two_blobs: np.ndarray) -> None:

@@ -27,7 +27,7 @@ from linewatch.runtime.batcher import Batcher
 from linewatch.runtime.frames import Frame
 from linewatch.runtime.journal import Journal, JournalError
 from linewatch.runtime.messages import build_header
-from linewatch.runtime.postprocess import encode_frame_jpeg, encode_heatmap, find_regions
+from linewatch.runtime.postprocess import encode_frame_jpeg, encode_heatmap, find_regions, heatmap_stride
 from linewatch.runtime.publisher import DEFAULT_ADDRESS, SNDHWM, Publisher
 from linewatch.runtime.sources import SourceSet, parse_sources
 from linewatch.runtime.stats import RuntimeStats
@@ -84,6 +84,7 @@ class Runtime:
         cv2.setNumThreads(RUNTIME_OPENCV_THREADS)
         self.inspector = Inspector.from_bundle(options.bundle, device=knn_device, precision=options.precision)
         self.inspector.check_streamable()
+        self.heatmap_stride = heatmap_stride(self.inspector.blur_sigma)
         self.engine = open_engine(options.bundle, self.inspector.manifest, lambda: self.inspector.network,
                                   options.engine, options.device, options.threads, options.precision,
                                   {"url": options.triton_url, "model": options.triton_model,
@@ -198,7 +199,7 @@ class Runtime:
         map_norm = self.inspector.map_normalizer
         regions = find_regions(amap, map_norm.threshold, frame.image.shape[:2], map_norm,
                                min_area=self.options.min_region_area)
-        heatmap, heatmap_meta = encode_heatmap(amap, map_norm)
+        heatmap, heatmap_meta = encode_heatmap(amap, map_norm, self.heatmap_stride)
         jpeg = encode_frame_jpeg(frame.image) if self.options.send_frames else None
         defect = self.inspector.defect_fields(amap, raw)
         t1 = time.perf_counter()

@@ -1,7 +1,8 @@
 """Anomaly map -> defect regions and compact wire encodings (heatmap PNG, frame JPEG).
 
 Maps live at the model's input size; the preprocessor stretches frames to that size, so region
-boxes map back to original frame pixels with a plain per-axis scale.
+boxes map back to original frame pixels with a plain per-axis scale. The heatmap goes on the wire at
+1/`heatmap_stride` of that size: a map blurred with sigma px holds nothing finer than that blur.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ HEATMAP_SCALE = "normalised score * 255, 128 = threshold"
 _PNG_PARAMS = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP,
                cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 _EPS = 1e-9  # absorbs float error so exact pixel edges don't round outward
+# Grana's block-based labelling gives the same components and stats as OpenCV's default (Spaghetti) at
+# 0.10 instead of 0.27 ms on bottle's 256 x 256 maps.
+_LABELLING = cv2.CCL_GRANA
 
 
 @dataclass
@@ -65,16 +69,15 @@ def find_regions(
     if frame_h <= 0 or frame_w <= 0:
         raise ValueError(f"frame_shape must be positive (h, w), got {frame_shape}")
     mask = (amap >= threshold).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, _LABELLING)
     if count <= 1:
         return []
-    inside = labels > 0
-    peaks = np.full(count, -np.inf, dtype=np.float32)  # same dtype as the map keeps ufunc.at on its fast path
-    np.maximum.at(peaks, labels[inside], amap[inside])
     sy, sx = frame_h / amap.shape[0], frame_w / amap.shape[1]
     regions = []
     for label in range(1, count):
         left, top, width, height, area = (int(v) for v in stats[label, :5])
+        box = (slice(top, top + height), slice(left, left + width))
+        peak_raw = float(amap[box][labels[box] == label].max())  # within its box: a few pixels, not the map
         x0 = min(frame_w - 1, math.floor(left * sx + _EPS))
         y0 = min(frame_h - 1, math.floor(top * sy + _EPS))
         x1 = max(x0 + 1, min(frame_w, math.ceil((left + width) * sx - _EPS)))
@@ -82,19 +85,39 @@ def find_regions(
         scaled_area = max(1, round(area * sx * sy))
         if scaled_area < min_area:
             continue
-        peak = float(normalizer.normalize(float(peaks[label])))
+        peak = float(normalizer.normalize(peak_raw))
         regions.append(Region(x0, y0, x1 - x0, y1 - y0, scaled_area, peak))
     regions.sort(key=lambda r: (-r.peak, -r.area, r.y, r.x))
     return regions[:max_regions]
 
 
-def encode_heatmap(anomaly_map: np.ndarray, normalizer: ScoreNormalizer) -> tuple[bytes, dict[str, Any]]:
-    """Normalised map as 8-bit PNG (threshold -> 128), so subscribers need no model knowledge."""
+def heatmap_stride(blur_sigma: float) -> int:
+    """How much coarser than the map the wire heatmap can be: a Gaussian blur of sigma px leaves
+    exp(-2 pi^2 sigma^2 f^2) of frequency f, under 1e-8 at the Nyquist frequency of every
+    floor(sigma / 2)-th pixel, so that grid carries the whole map (sigma 4: 256 -> 128 px, the PNG 4x
+    cheaper); an unblurred or lightly blurred map goes at full size."""
+    return max(1, int(blur_sigma // 2))
+
+
+def heatmap_levels(anomaly_map: np.ndarray, normalizer: ScoreNormalizer) -> np.ndarray:
+    """Normalised map as uint8 levels, the threshold exactly at 128 (float32: half the cost of float64)."""
+    level = (anomaly_map - np.float32(normalizer.threshold)) / np.float32(normalizer.span) + np.float32(0.5)
+    return np.round(np.clip(level, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+
+
+def encode_heatmap(anomaly_map: np.ndarray, normalizer: ScoreNormalizer,
+                   stride: int = 1) -> tuple[bytes, dict[str, Any]]:
+    """Normalised map as 8-bit PNG (threshold -> 128), so subscribers need no model knowledge; area-averaged
+    to 1/`stride` of the map's size (see `heatmap_stride`), the size the header states."""
     amap = _as_map(anomaly_map)
     if np.isnan(amap).any():
         raise ValueError("anomaly_map contains NaN; the model produced invalid scores")
-    level = np.asarray(normalizer.normalize(amap), dtype=np.float64)
-    ok, buf = cv2.imencode(".png", np.round(level * 255.0).astype(np.uint8), _PNG_PARAMS)
+    if stride < 1:
+        raise ValueError(f"heatmap stride must be >= 1, got {stride}")
+    if stride > 1:
+        size = (max(1, round(amap.shape[1] / stride)), max(1, round(amap.shape[0] / stride)))
+        amap = cv2.resize(amap, size, interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".png", heatmap_levels(amap, normalizer), _PNG_PARAMS)
     if not ok:
         raise ValueError("PNG encoding of the heatmap failed")
     meta = {
