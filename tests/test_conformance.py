@@ -21,6 +21,7 @@ from linewatch.data.synthetic import make_synthetic_category
 from linewatch.evaluate.cli import main as eval_main
 from linewatch.export.cli import main as export_main
 from linewatch.inspector import Inspector
+from linewatch.models.components.feature_memory import calibration_scorers
 from linewatch.models.registry import DETECTOR_KINDS, get_spec
 from linewatch.runtime.journal import read_journal
 from linewatch.runtime.pipeline import RunOptions, Runtime
@@ -47,10 +48,16 @@ def bundle(request: pytest.FixtureRequest, category: Path, tmp_path_factory: pyt
 
 
 def test_the_loaded_bundle_scores_validation_exactly_as_the_fitted_model_did(bundle: Path, category: Path) -> None:
+    """The bundle round trip, and for memories holding val-clean's goods (`val_goods`) the held-out detectors
+    fitted again from the bundle: calibration's extreme scores come back exactly."""
     inspector = Inspector.from_bundle(bundle)
-    val = Splits.load(bundle / "splits.json", scan_category(category)).val
-    scores = np.concatenate([p.scores for _, _, p in predict_samples(
-        inspector.reference_engine(), inspector.detector, val, inspector.preprocessor, inspector.blur_sigma, 4)])
+    splits = Splits.load(bundle / "splits.json", scan_category(category))
+    scorers = calibration_scorers(inspector, splits.val, splits.train)
+    assert sorted(s.path for group, _ in scorers for s in group) == sorted(s.path for s in splits.val)
+    if inspector.manifest["training"].get("val_goods_in_memory"):
+        assert len(scorers) == 3 and all(detector is not inspector.detector for _, detector in scorers[1:])
+    scores = np.concatenate([p.scores for group, detector in scorers for _, _, p in predict_samples(
+        inspector.reference_engine(), detector, group, inspector.preprocessor, inspector.blur_sigma, 4)])
     calibration = inspector.manifest["calibration"]
     assert float(scores.min()) == pytest.approx(calibration["low"], rel=1e-6, abs=1e-12)
     assert float(scores.max()) == pytest.approx(calibration["high"], rel=1e-6, abs=1e-12)

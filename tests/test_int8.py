@@ -13,14 +13,16 @@ from click.testing import CliRunner
 from helpers import tiny_bundle, tiny_category
 
 from linewatch.bundle import MANIFEST, read_manifest
-from linewatch.data import read_image
+from linewatch.data import Splits, read_image, scan_category
 from linewatch.engines import INT8_FILE, EngineUnavailable, open_engine
 from linewatch.engines.onnxruntime_engine import OnnxRuntimeEngine
 from linewatch.export.cli import main as export_main
 from linewatch.export.int8 import AccuracyError, export_bundle_int8
 from linewatch.inspector import Inspector
+from linewatch.models.components.feature_memory import calibration_scorers
 from linewatch.runtime.journal import read_journal
 from linewatch.runtime.pipeline import RunOptions, Runtime
+from linewatch.scoring import predict_samples
 from linewatch.train.options import resolve_training
 from linewatch.train.pipeline import train
 
@@ -62,6 +64,17 @@ def test_int8_export_writes_a_quantised_graph_and_records_its_accuracy(quantised
     assert accuracy["image_auroc_loss"] == pytest.approx(loss, abs=1e-6)
     assert section["calibration"]["threshold"] > 0 and "map" in section["calibration"]
     assert "int8 accuracy check on val-clean" in output and "image_auroc" in output
+    # The memory holds val-clean's goods: re-calibration scores them as training's calibration did, with
+    # held-out detectors (the bundle's own detector remembers them and would score them lower).
+    inspector = Inspector.from_bundle(bundle)
+    assert manifest["training"]["val_goods_in_memory"] > 0
+    splits = Splits.load(bundle / "splits.json", scan_category(manifest["training"]["data"]))
+    int8 = OnnxRuntimeEngine(bundle / INT8_FILE, inspector.io, "cpu")
+    scores = np.concatenate([p.scores for group, detector in calibration_scorers(inspector, splits.val, splits.train)
+                             for _, _, p in predict_samples(int8, detector, group, inspector.preprocessor,
+                                                            inspector.blur_sigma, 8)])
+    assert (scores.min(), scores.max()) == pytest.approx(
+        (section["calibration"]["low"], section["calibration"]["high"]), rel=1e-5)
     assert manifest["export"]["onnx"]["file"] == "network.onnx"  # the fp32 file stays the default
 
 

@@ -170,3 +170,45 @@ def test_eval_of_a_bundle_without_mask_calibration_reports_nulls(trained: Path, 
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["pixel_threshold"] is None and metrics["mask_metrics"] is None and metrics["defect_types"] is None
+
+
+@pytest.mark.parametrize("val_goods", [True, False])
+def test_val_goods_join_the_memory_but_never_calibrate_a_model_that_remembers_them(
+        val_goods: bool, category: Path, tmp_path: Path) -> None:
+    """With every patch kept (coreset 1.0), an image in the memory scores exactly 0; so if val-clean's goods
+    were scored by the final model, the lowest calibration score would be 0. The cross-fitted calibration
+    scores each with a model fitted without it."""
+    bundle = tmp_path / "bundle"
+    flag = "--val-goods" if val_goods else "--no-val-goods"
+    result = CliRunner().invoke(train_main, ["--data", str(category), "--out", str(bundle), "--image-size", "64",
+                                             "--weights", "none", "--coreset-ratio", "1.0", flag, "--quiet"])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(bundle)
+    splits = json.loads((bundle / "splits.json").read_text())
+    goods = [p for p in splits["val"] if "/good/" in p]
+    assert goods
+    training = manifest["training"]
+    assert training["val_goods_in_memory"] == (len(goods) if val_goods else 0)
+    assert training["memory_images"] == len(splits["train"]) + training["val_goods_in_memory"]
+    rows_per_image = int(np.prod(manifest["network"]["params"]["feature_size"]))
+    assert np.load(bundle / "memory_bank.npy").shape[0] == training["memory_images"] * rows_per_image
+
+    inspector = Inspector.from_bundle(bundle)
+    from linewatch.data import read_image
+
+    inputs = np.stack([inspector.preprocessor(read_image(category / p)) for p in goods])
+    scores = inspector.score(inspector.reference_engine()(inputs)).scores
+    low = manifest["calibration"]["low"]  # the lowest val-clean score in calibration
+    if val_goods:
+        assert np.all(scores < 0.05 * low)  # the premise: the final model remembers them (float error from 0)
+    else:
+        assert np.all(scores >= low)
+    assert low > 0.05 * manifest["calibration"]["high"]  # no calibration score came from a remembering model
+
+    # inspect-eval's threshold study shows val-clean as calibration scored it (held-out detectors for its goods)
+    report = tmp_path / "report"
+    result = CliRunner().invoke(eval_main, ["--bundle", str(bundle), "--data", str(category), "--out", str(report),
+                                            "--quiet"])
+    assert result.exit_code == 0, result.output
+    histogram = json.loads((report / "val_score_histogram.json").read_text())
+    assert histogram["bins"][0] == pytest.approx(low, rel=1e-5)

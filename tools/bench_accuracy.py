@@ -7,7 +7,7 @@ Suites (each row = `inspect-train`'s pipeline, then `inspect-eval`'s on the bund
   PaDiM on misaligned bottle / transistor with 43 training images, and on the aligned originals (no loss
   allowed); PatchCore (and PaDiM) on elongated grey parts (capsule 200 x 512, magnetic tile's long tiles).
   Each with today's defaults and with the defaults before this work (`before`: PatchCore square 256 px;
-  PaDiM square 256 px, layers 1-3, no alignment, no position tolerance).
+  PaDiM square 256 px, layers 1-3, no alignment, no position tolerance; both fitted on train-clean only).
 Rows are appended to OUT/rows.jsonl (a rerun skips what is there); OUT/accuracy.md gets the table.
 Run with nice, one at a time: .venv/bin/python tools/bench_accuracy.py --suite main [--budget 10]
 """
@@ -34,9 +34,9 @@ SHARED = ROOT.parent / "shared" / "data"
 PROXIES = ROOT / "bench-out" / "proxies"
 MVTEC = SHARED / "mvtec_ad"
 TILE = SHARED / "magnetic_tile" / "magnetic_tile"
-BEFORE = {"patchcore": {"image_size": 256},
+BEFORE = {"patchcore": {"image_size": 256, "val_goods": False},
           "padim": {"image_size": 256, "layers": ("layer1", "layer2", "layer3"), "align": "none", "padim_pool": 0,
-                    "padim_radius": 0}}
+                    "padim_radius": 0, "val_goods": False}}
 PROXY_RECIPES = {
     "bottle-misaligned": ["misalign", "--data", str(MVTEC / "bottle"), "--train", "54"],
     "transistor-misaligned": ["misalign", "--data", str(MVTEC / "transistor"), "--train", "54",
@@ -85,7 +85,8 @@ def run_one(data: Path, model: str, variant: str, work: Path, budget: float) -> 
         "image_size": params["image_size"], "layers": params["layers"], "projection_dims": params["projection_dims"],
         **summary, "image_auroc": metrics["image_auroc"], "pixel_auroc": metrics["pixel_auroc"], "pro": metrics["pro"],
         "per_defect": metrics["image_auroc_per_defect"], "test_images": metrics["images"],
-        "train_images": result.manifest["training"]["train_images"], "train_s": round(result.seconds, 1),
+        "train_images": result.manifest["training"]["train_images"],
+        "memory_images": result.manifest["training"].get("memory_images"), "train_s": round(result.seconds, 1),
         "tune_s": None if tune_s is None else round(tune_s, 1), "total_s": round(total, 1),
         "budget_min": budget if variant == "tuned" else None,
     }

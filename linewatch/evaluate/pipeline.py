@@ -18,6 +18,7 @@ from linewatch.evaluate.report import ExampleItem
 from linewatch.inspector import Inspector
 from linewatch.metrics import auprc, auroc, classification_report, pixel_auroc, pro_area, pro_curve
 from linewatch.models.anomaly_map import resize_map
+from linewatch.models.components.feature_memory import calibration_scorers
 from linewatch.progress import Bars
 from linewatch.resources import peak_rss_mb, reset_peak_rss
 from linewatch.scoring import predict_samples
@@ -95,12 +96,13 @@ def _example_items(chosen: list[Scored], size: tuple[int, int], threshold: float
 def _validation_study(inspector: Inspector, category: Category, splits_file: Path, batch_size: int, out: Path,
                       threshold: float) -> None:
     """Where the threshold came from: val-clean's good vs defective scores and P/R/F1 as the threshold moves."""
-    val = Splits.load(splits_file, category).val
+    splits = Splits.load(splits_file, category)
     labels, scores = [], []
-    for samples, _, prediction in predict_samples(inspector.reference_engine(), inspector.detector, val,
-                                                  inspector.preprocessor, inspector.blur_sigma, batch_size):
-        labels += [s.label for s in samples]
-        scores += prediction.scores.tolist()
+    for group, detector in calibration_scorers(inspector, splits.val, splits.train):  # as calibration scored them
+        for samples, _, prediction in predict_samples(inspector.reference_engine(), detector, group,
+                                                      inspector.preprocessor, inspector.blur_sigma, batch_size):
+            labels += [s.label for s in samples]
+            scores += prediction.scores.tolist()
     report.plot_score_histogram(labels, scores, threshold, out / "val_score_histogram.png",
                                 title="Validation scores (val-clean)")
     if 0 < sum(labels) < len(labels):

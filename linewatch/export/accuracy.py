@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,22 +34,30 @@ class SplitScores:
 
 
 def score_split(inspector: Inspector, engine: Engine, samples: list[Sample],
-                step: Callable[[int], None] | None = None, batch_size: int = 8) -> SplitScores:
-    """Score `samples` with `engine`; pixel metrics at original resolution over good and masked images."""
+                step: Callable[[int], None] | None = None, batch_size: int = 8,
+                scorers: list[tuple[list[Sample], Any]] | None = None) -> SplitScores:
+    """Score `samples` with `engine`; pixel metrics at original resolution over good and masked images.
+
+    `scorers` (the samples in groups, each with the detector that scores it: `calibration_scorers` for
+    val-clean of a bundle whose memory holds its goods) replaces `samples`; by default the bundle's detector
+    scores them all."""
     labels, scores, peaks = [], [], []
     masks: list[np.ndarray] = []
     maps: list[np.ndarray] = []
-    for batch, images, prediction in predict_samples(engine, inspector.detector, samples, inspector.preprocessor,
-                                                     inspector.blur_sigma, batch_size, step):
-        for sample, image, score, small in zip(batch, images, prediction.scores, prediction.maps, strict=True):
-            labels.append(sample.label)
-            scores.append(float(score))
-            peaks.append(float(small.max()))
-            if sample.label == 0 or sample.mask is not None:
-                shape = image.shape[:2]
-                masks.append(np.zeros(shape, bool) if sample.mask is None else read_mask(sample.mask, shape))
-                maps.append(resize_map(small, shape))
-    bad = [Path(s.path).name for s, score in zip(samples, scores, strict=True) if not np.isfinite(score)]
+    ordered: list[Sample] = []
+    for group, detector in scorers or [(samples, inspector.detector)]:
+        for batch, images, prediction in predict_samples(engine, detector, group, inspector.preprocessor,
+                                                         inspector.blur_sigma, batch_size, step):
+            ordered += batch
+            for sample, image, score, small in zip(batch, images, prediction.scores, prediction.maps, strict=True):
+                labels.append(sample.label)
+                scores.append(float(score))
+                peaks.append(float(small.max()))
+                if sample.label == 0 or sample.mask is not None:
+                    shape = image.shape[:2]
+                    masks.append(np.zeros(shape, bool) if sample.mask is None else read_mask(sample.mask, shape))
+                    maps.append(resize_map(small, shape))
+    bad = [Path(s.path).name for s, score in zip(ordered, scores, strict=True) if not np.isfinite(score)]
     if bad:
         raise NonFiniteScores(f"{len(bad)} of {len(scores)} images got NaN or infinite scores (first: {bad[0]})")
     label_array = np.array(labels, dtype=np.int64)

@@ -29,6 +29,7 @@ from linewatch.errors import LinewatchError
 from linewatch.export.accuracy import NonFiniteScores, SplitScores, score_split
 from linewatch.export.onnx_export import record_export
 from linewatch.inspector import Inspector
+from linewatch.models.components.feature_memory import calibration_scorers
 from linewatch.progress import Bars
 
 log = logging.getLogger(__name__)
@@ -182,9 +183,13 @@ def export_bundle_int8(
         engines = {"fp32": OnnxRuntimeEngine(bundle / fp32_file, inspector.io, "cpu", threads),
                    "int8": OnnxRuntimeEngine(staging, inspector.io, "cpu", threads)}
         count = len(splits.val)
-        scored = {"fp32": score_split(inspector, engines["fp32"], splits.val, bars(count, "val-clean fp32"))}
+        # A bundle whose memory holds val-clean's goods scores them with held-out detectors, as training did.
+        scorers = calibration_scorers(inspector, splits.val, splits.train, bars(len(splits.train) + count, "held-out"))
+        scored = {"fp32": score_split(inspector, engines["fp32"], splits.val, bars(count, "val-clean fp32"),
+                                      scorers=scorers)}
         try:
-            scored["int8"] = score_split(inspector, engines["int8"], splits.val, bars(count, "val-clean int8"))
+            scored["int8"] = score_split(inspector, engines["int8"], splits.val, bars(count, "val-clean int8"),
+                                         scorers=scorers)
         except NonFiniteScores as exc:
             raise AccuracyError(f"the int8 network of {bundle} is unusable on val-clean: {exc}; int8 ranges "
                                 f"cannot hold what this network computes (an SSIM map's variances, say). "

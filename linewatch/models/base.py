@@ -52,3 +52,6 @@ class Fitted:
     history: list[dict[str, Any]] | None = None
     aligner: Any = None  # features.align.Aligner when frames are aligned to a reference view (--align ecc)
     training: dict[str, Any] = field(default_factory=dict)  # extra facts for the manifest's training section
+    # Val-clean samples the final detector has seen, each group with a detector that has not: calibration
+    # scores them with it (a detector whose memory holds val-clean's goods, `val_goods`).
+    calibration: list[tuple[list[Any], Detector]] = field(default_factory=list)

@@ -27,6 +27,7 @@ from linewatch.features.geometry import resolve_image_size
 from linewatch.features.preprocess import RESIZE_POLICY, Preprocessor
 from linewatch.metrics.calibrate import calibrate
 from linewatch.models.base import FitContext
+from linewatch.models.components.feature_memory import calibration_groups
 from linewatch.models.network import save_network
 from linewatch.models.registry import get_spec
 from linewatch.progress import Bars
@@ -72,18 +73,20 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
 
     io = NetworkIO.from_section(fitted.network_section)
     engine = TorchEngine(fitted.network, io, "cuda" if options["device"] == "cuda" else "cpu")
-    labels, scores, map_peaks, maps, masks = [], [], [], [], []
+    labels, scores, map_peaks, maps, masks, scored = [], [], [], [], [], []
     step = bars(len(splits.val), "calibrate")
     preprocess = Preprocessor(io.size, io.channels, fitted.aligner)
-    for samples, images, prediction in predict_samples(engine, fitted.detector, splits.val, preprocess,
-                                                       options["blur_sigma"], options["batch_size"], step):
-        labels += [s.label for s in samples]
-        scores += prediction.scores.tolist()
-        map_peaks += prediction.maps.reshape(len(samples), -1).max(axis=1).tolist()
-        maps += list(prediction.maps)
-        masks += [mask_at(s, image.shape, io.size) for s, image in zip(samples, images, strict=True)]
+    for group, detector in calibration_groups(splits.val, fitted.detector, fitted.calibration):
+        for samples, images, prediction in predict_samples(engine, detector, group, preprocess,
+                                                           options["blur_sigma"], options["batch_size"], step):
+            scored += samples
+            labels += [s.label for s in samples]
+            scores += prediction.scores.tolist()
+            map_peaks += prediction.maps.reshape(len(samples), -1).max(axis=1).tolist()
+            maps += list(prediction.maps)
+            masks += [mask_at(s, image.shape, io.size) for s, image in zip(samples, images, strict=True)]
     bars.close()
-    defect_types = calibrate_defect_types(splits.val, maps, masks, options["pixel_threshold_method"])
+    defect_types = calibrate_defect_types(scored, maps, masks, options["pixel_threshold_method"])
     method = options["threshold_method"] if any(labels) else "fpr"
     normalizer = calibrate(np.array(labels), np.array(scores), method=method, target_fpr=options["target_fpr"])
     # Regions and heatmaps live on the blurred map, whose peak differs from the image score: calibrate it too.
