@@ -98,3 +98,12 @@ def test_tune_refuses_trained_detectors_and_budget_without_tune(category: Path, 
     assert result.exit_code != 0 and "--tune searches feature-memory detectors" in result.output
     result = CliRunner().invoke(train_main, [*base, "--budget", "3"])
     assert result.exit_code != 0 and "--budget applies to --tune only" in result.output
+
+
+def test_the_budget_counts_the_held_out_fits_of_val_goods() -> None:
+    """With val_goods the final training fits three times on more patches; the budget must reserve that."""
+    from linewatch.train.tune import FINAL_OVERHEAD_S, _final_seconds
+
+    plain = _final_seconds(20.0, 5.0, {"val_goods": False})
+    assert plain == 20.0 + 5.0 + FINAL_OVERHEAD_S
+    assert _final_seconds(20.0, 5.0, {"val_goods": True}) - plain >= 3 * 5.0

@@ -40,6 +40,7 @@ PIXEL_TIE = 0.005
 DEFAULT_BUDGET_MIN = 10.0
 BACKBONE_COST = {"efficientnet_lite0": 1.0, "efficientnet_lite2": 2.2}  # prior, until both are measured
 FINAL_OVERHEAD_S = 10.0  # bundle writing, calibration plots, process start
+VAL_GOODS_FIT_FACTOR = 4.2  # see _final_seconds
 
 
 @dataclass
@@ -142,8 +143,16 @@ class Search:
         return row
 
 
-def _final_estimate(cache: StageCache, row: dict[str, Any]) -> float:
-    return cache.seconds + (row["seconds"] or 0.0) + FINAL_OVERHEAD_S
+def _final_estimate(cache: StageCache, row: dict[str, Any], options: dict[str, Any]) -> float:
+    return _final_seconds(cache.seconds, row["seconds"] or 0.0, options)
+
+
+def _final_seconds(extraction: float, candidate: float, options: dict[str, Any]) -> float:
+    """The final training: extraction again, the candidate's fit and scoring, bundle writing. With `val_goods`
+    it fits three times on more patches: train + val goods (~1.25x the patches; greedy coreset selection
+    grows about with their square, ~1.6x) and two held-out fits (~1.3x each)."""
+    fits = VAL_GOODS_FIT_FACTOR if options.get("val_goods") else 1.0
+    return extraction + fits * candidate + FINAL_OVERHEAD_S
 
 
 def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DEFAULT_BUDGET_MIN,
@@ -158,7 +167,7 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
         layer_sets = search.layer_sets()
         candidate = {**base, "backbone": backbone, "image_size": size, "align": align}
         extraction = search.extract_estimate(backbone, size)
-        final = max(_final_estimate(best[1], best[0]) if best else 0.0, 2 * extraction)
+        final = max(_final_estimate(best[1], best[0], options) if best else 0.0, 2 * extraction)
         if best and not search.affordable(extraction, final):
             for layers in layer_sets:
                 search.record(1, {**candidate, "layers": layers}, None, rule, None, "skipped: budget")
@@ -171,7 +180,7 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
         last, kept = 0.0, False
         for layers in layer_sets:
             trial = {**candidate, "layers": layers}
-            final = max(_final_estimate(best[1], best[0]) if best else 0.0, cache.seconds + last)
+            final = max(_final_estimate(best[1], best[0], options) if best else 0.0, cache.seconds + last)
             if best and not search.affordable(last, final):
                 search.record(1, trial, cache, rule, None, "skipped: budget")
                 continue
@@ -191,7 +200,7 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
     for extra in search.grid(chosen):
         trial = {**chosen, **extra}
         estimate = row1["seconds"] * spec_search.relative_cost(trial) / reference_cost
-        final = cache.seconds + max(best[0]["seconds"], estimate) + FINAL_OVERHEAD_S
+        final = _final_seconds(cache.seconds, max(best[0]["seconds"], estimate), options)
         if not search.affordable(estimate, final):
             search.record(2, trial, cache, row1["size_rule"], None, "skipped: budget")
             continue
