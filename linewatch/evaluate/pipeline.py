@@ -52,17 +52,22 @@ def select_samples(category: Category, bundle: Path, split: str, splits_file: Pa
     return list(_splits(category, bundle, splits_file).test)
 
 
-def reference_defects(inspector: Inspector, category: Category, splits_file: Path | None) -> list[Sample]:
-    """The split's labelled val defects, from the data the bundle was trained on (so a clean model evaluated on
-    shifted images keeps its val-clean references), else from the evaluated category."""
+def calibration_splits(inspector: Inspector, category: Category, splits_file: Path | None) -> Splits | None:
+    """The split over the data the bundle was trained on (what calibrated it: a clean model evaluated on shifted
+    images keeps its val-clean), else over the evaluated category; None when neither resolves it."""
     trained_on = Path(inspector.manifest.get("training", {}).get("data", ""))
     for source in (trained_on, category.root):
         try:
-            val = _splits(scan_category(source), inspector.directory, splits_file).val
+            return _splits(scan_category(source), inspector.directory, splits_file)
         except DataError:
             continue
-        return [s for s in val if s.label]
-    return []
+    return None
+
+
+def reference_defects(inspector: Inspector, category: Category, splits_file: Path | None) -> list[Sample]:
+    """The split's labelled val defects (see `calibration_splits`)."""
+    splits = calibration_splits(inspector, category, splits_file)
+    return [s for s in splits.val if s.label] if splits else []
 
 
 def _pick_examples(scored: list[Scored], threshold: float) -> list[Scored]:
@@ -93,10 +98,12 @@ def _example_items(chosen: list[Scored], size: tuple[int, int], threshold: float
     return items
 
 
-def _validation_study(inspector: Inspector, category: Category, splits_file: Path, batch_size: int, out: Path,
-                      threshold: float) -> None:
+def _validation_study(inspector: Inspector, category: Category, splits_file: Path | None, batch_size: int,
+                      out: Path, threshold: float) -> None:
     """Where the threshold came from: val-clean's good vs defective scores and P/R/F1 as the threshold moves."""
-    splits = Splits.load(splits_file, category)
+    splits = calibration_splits(inspector, category, splits_file)
+    if splits is None:
+        return
     labels, scores = [], []
     for group, detector in calibration_scorers(inspector, splits.val, splits.train):  # as calibration scored them
         for samples, _, prediction in predict_samples(inspector.reference_engine(), detector, group,
@@ -209,7 +216,7 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
         _plots(out, scored, labels, scores, threshold, (fpr, pro) if has_pixels else None, inspector.image_size)
         _confusion_plots(out, metrics)
         if split == "test":
-            _validation_study(inspector, category, splits_file or Path(bundle) / "splits.json", batch_size, out,
+            _validation_study(inspector, category, splits_file, batch_size, out,
                               threshold)
     return metrics
 

@@ -76,8 +76,6 @@ def find_regions(
     regions = []
     for label in range(1, count):
         left, top, width, height, area = (int(v) for v in stats[label, :5])
-        box = (slice(top, top + height), slice(left, left + width))
-        peak_raw = float(amap[box][labels[box] == label].max())  # within its box: a few pixels, not the map
         x0 = min(frame_w - 1, math.floor(left * sx + _EPS))
         y0 = min(frame_h - 1, math.floor(top * sy + _EPS))
         x1 = max(x0 + 1, min(frame_w, math.ceil((left + width) * sx - _EPS)))
@@ -85,7 +83,8 @@ def find_regions(
         scaled_area = max(1, round(area * sx * sy))
         if scaled_area < min_area:
             continue
-        peak = float(normalizer.normalize(peak_raw))
+        box = (slice(top, top + height), slice(left, left + width))
+        peak = float(normalizer.normalize(float(amap[box][labels[box] == label].max())))  # its box, not the map
         regions.append(Region(x0, y0, x1 - x0, y1 - y0, scaled_area, peak))
     regions.sort(key=lambda r: (-r.peak, -r.area, r.y, r.x))
     return regions[:max_regions]
