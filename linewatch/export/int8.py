@@ -184,7 +184,7 @@ def export_bundle_int8(
                    "int8": OnnxRuntimeEngine(staging, inspector.io, "cpu", threads)}
         count = len(splits.val)
         # A bundle whose memory holds val-clean's goods scores them with held-out detectors, as training did.
-        scorers = calibration_scorers(inspector, splits.val, splits.train, bars(len(splits.train) + count, "held-out"))
+        scorers = calibration_scorers(inspector, splits.val, splits.train, bars)
         scored = {"fp32": score_split(inspector, engines["fp32"], splits.val, bars(count, "val-clean fp32"),
                                       scorers=scorers)}
         try:

@@ -147,7 +147,7 @@ def held_out_fits(fit: Callable[[Iterator[np.ndarray]], Detector], train: list[n
 
 
 def calibration_scorers(inspector: Any, val: list[Any], train: list[Any],
-                        step: Callable[[int], None] | None = None) -> Scorers:
+                        bars: Callable[[int, str], Callable[[int], None]] | None = None) -> Scorers:
     """How a loaded bundle's calibration scored val-clean: every sample its detector has not seen with it, and
     with `val_goods` its val goods by the held-out detectors, fitted again as training fitted them (same
     features, batches and seeds, hence the same detectors). What re-scores val-clean (the int8 export, the
@@ -166,6 +166,7 @@ def calibration_scorers(inspector: Any, val: list[Any], train: list[Any],
                           f"split lists {len(goods)}; evaluate it on the data it was trained on")
     options = {**training["options"], "device": "cpu"}
     engine = inspector.reference_engine()
+    step = bars(len(train) + len(goods), "held-out features") if bars else None
 
     def features_of(samples: list[Any]) -> list[np.ndarray]:
         out = []
