@@ -29,9 +29,11 @@ class ScoreNormalizer:
         """Scale of the raw scores; 1.0 when degenerate so normalization never divides by zero."""
         return self.high - self.low if self.high > self.low else 1.0
 
-    def normalize(self, raw: float | np.ndarray) -> float | np.ndarray:
-        """Normalized score(s) in [0, 1]; a float for a scalar input, an array otherwise."""
-        out = np.clip((np.asarray(raw, dtype=np.float64) - self.threshold) / self.span + 0.5, 0.0, 1.0)
+    def normalize(self, raw: float | np.ndarray, dtype: type = np.float64) -> float | np.ndarray:
+        """Normalized score(s) in [0, 1]; a float for a scalar input, an array otherwise. `dtype` float32 halves
+        the cost on whole maps (the published heatmap) and still puts the threshold exactly at 0.5."""
+        kind = np.dtype(dtype).type
+        out = np.clip((np.asarray(raw, dtype=kind) - kind(self.threshold)) / kind(self.span) + kind(0.5), 0.0, 1.0)
         return float(out) if out.ndim == 0 else out
 
     def to_dict(self) -> dict[str, float]:

@@ -98,12 +98,6 @@ def heatmap_stride(blur_sigma: float) -> int:
     return max(1, int(blur_sigma // 2))
 
 
-def heatmap_levels(anomaly_map: np.ndarray, normalizer: ScoreNormalizer) -> np.ndarray:
-    """Normalised map as uint8 levels, the threshold exactly at 128 (float32: half the cost of float64)."""
-    level = (anomaly_map - np.float32(normalizer.threshold)) / np.float32(normalizer.span) + np.float32(0.5)
-    return np.round(np.clip(level, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
-
-
 def encode_heatmap(anomaly_map: np.ndarray, normalizer: ScoreNormalizer,
                    stride: int = 1) -> tuple[bytes, dict[str, Any]]:
     """Normalised map as 8-bit PNG (threshold -> 128), so subscribers need no model knowledge; area-averaged
@@ -116,7 +110,8 @@ def encode_heatmap(anomaly_map: np.ndarray, normalizer: ScoreNormalizer,
     if stride > 1:
         size = (max(1, round(amap.shape[1] / stride)), max(1, round(amap.shape[0] / stride)))
         amap = cv2.resize(amap, size, interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".png", heatmap_levels(amap, normalizer), _PNG_PARAMS)
+    levels = np.round(normalizer.normalize(amap, np.float32) * np.float32(255.0)).astype(np.uint8)
+    ok, buf = cv2.imencode(".png", levels, _PNG_PARAMS)
     if not ok:
         raise ValueError("PNG encoding of the heatmap failed")
     meta = {
