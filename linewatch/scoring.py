@@ -47,6 +47,16 @@ def score_outputs(
     return Prediction(scores=scores, maps=maps)
 
 
+def predict_groups(
+    network: NetworkFn, groups: Sequence[tuple[Sequence[Sample], Detector]], preprocessor: Preprocessor,
+    sigma: float, batch_size: int, step: Callable[[int], None] | None = None,
+) -> Iterator[tuple[list[Sample], list[np.ndarray], Prediction]]:
+    """`predict_samples` over groups of samples, each scored by its own detector (val-clean as calibration
+    scores it: `models.components.feature_memory.calibration_scorers`)."""
+    for samples, detector in groups:
+        yield from predict_samples(network, detector, samples, preprocessor, sigma, batch_size, step)
+
+
 def predict_samples(
     network: NetworkFn, detector: Detector, samples: Sequence[Sample], preprocessor: Preprocessor, sigma: float,
     batch_size: int, step: Callable[[int], None] | None = None, timings: dict[str, float] | None = None,

@@ -25,7 +25,7 @@ from linewatch.models.components.feature_memory import calibration_scorers
 from linewatch.models.registry import DETECTOR_KINDS, get_spec
 from linewatch.runtime.journal import read_journal
 from linewatch.runtime.pipeline import RunOptions, Runtime
-from linewatch.scoring import predict_samples
+from linewatch.scoring import predict_groups
 from linewatch.train.options import resolve_training
 from linewatch.train.pipeline import train
 
@@ -56,8 +56,8 @@ def test_the_loaded_bundle_scores_validation_exactly_as_the_fitted_model_did(bun
     assert sorted(s.path for group, _ in scorers for s in group) == sorted(s.path for s in splits.val)
     if inspector.manifest["training"].get("val_goods_in_memory"):
         assert len(scorers) == 3 and all(detector is not inspector.detector for _, detector in scorers[1:])
-    scores = np.concatenate([p.scores for group, detector in scorers for _, _, p in predict_samples(
-        inspector.reference_engine(), detector, group, inspector.preprocessor, inspector.blur_sigma, 4)])
+    scores = np.concatenate([p.scores for _, _, p in predict_groups(
+        inspector.reference_engine(), scorers, inspector.preprocessor, inspector.blur_sigma, 4)])
     calibration = inspector.manifest["calibration"]
     assert float(scores.min()) == pytest.approx(calibration["low"], rel=1e-6, abs=1e-12)
     assert float(scores.max()) == pytest.approx(calibration["high"], rel=1e-6, abs=1e-12)

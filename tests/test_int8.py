@@ -22,7 +22,7 @@ from linewatch.inspector import Inspector
 from linewatch.models.components.feature_memory import calibration_scorers
 from linewatch.runtime.journal import read_journal
 from linewatch.runtime.pipeline import RunOptions, Runtime
-from linewatch.scoring import predict_samples
+from linewatch.scoring import predict_groups
 from linewatch.train.options import resolve_training
 from linewatch.train.pipeline import train
 
@@ -70,9 +70,9 @@ def test_int8_export_writes_a_quantised_graph_and_records_its_accuracy(quantised
     assert manifest["training"]["val_goods_in_memory"] > 0
     splits = Splits.load(bundle / "splits.json", scan_category(manifest["training"]["data"]))
     int8 = OnnxRuntimeEngine(bundle / INT8_FILE, inspector.io, "cpu")
-    scores = np.concatenate([p.scores for group, detector in calibration_scorers(inspector, splits.val, splits.train)
-                             for _, _, p in predict_samples(int8, detector, group, inspector.preprocessor,
-                                                            inspector.blur_sigma, 8)])
+    scorers = calibration_scorers(inspector, splits.val, splits.train)
+    scores = np.concatenate([p.scores for _, _, p in predict_groups(int8, scorers, inspector.preprocessor,
+                                                                    inspector.blur_sigma, 8)])
     assert (scores.min(), scores.max()) == pytest.approx(
         (section["calibration"]["low"], section["calibration"]["high"]), rel=1e-5)
     assert manifest["export"]["onnx"]["file"] == "network.onnx"  # the fp32 file stays the default

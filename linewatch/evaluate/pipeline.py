@@ -21,7 +21,7 @@ from linewatch.models.anomaly_map import resize_map
 from linewatch.models.components.feature_memory import calibration_scorers
 from linewatch.progress import Bars
 from linewatch.resources import peak_rss_mb, reset_peak_rss
-from linewatch.scoring import predict_samples
+from linewatch.scoring import predict_groups, predict_samples
 
 EXAMPLES = 12
 PRO_CURVE = "pro_curve.csv"
@@ -105,11 +105,11 @@ def _validation_study(inspector: Inspector, category: Category, splits_file: Pat
     if splits is None:
         return
     labels, scores = [], []
-    for group, detector in calibration_scorers(inspector, splits.val, splits.train):  # as calibration scored them
-        for samples, _, prediction in predict_samples(inspector.reference_engine(), detector, group,
-                                                      inspector.preprocessor, inspector.blur_sigma, batch_size):
-            labels += [s.label for s in samples]
-            scores += prediction.scores.tolist()
+    groups = calibration_scorers(inspector, splits.val, splits.train)  # as calibration scored them
+    for samples, _, prediction in predict_groups(inspector.reference_engine(), groups, inspector.preprocessor,
+                                                 inspector.blur_sigma, batch_size):
+        labels += [s.label for s in samples]
+        scores += prediction.scores.tolist()
     report.plot_score_histogram(labels, scores, threshold, out / "val_score_histogram.png",
                                 title="Validation scores (val-clean)")
     if 0 < sum(labels) < len(labels):

@@ -18,7 +18,7 @@ from linewatch.engines import Engine
 from linewatch.inspector import Inspector
 from linewatch.metrics import auroc, pixel_auroc, pro_area, pro_curve
 from linewatch.models.anomaly_map import resize_map
-from linewatch.scoring import predict_samples
+from linewatch.scoring import predict_groups
 
 
 class NonFiniteScores(ValueError):
@@ -45,18 +45,18 @@ def score_split(inspector: Inspector, engine: Engine, samples: list[Sample],
     masks: list[np.ndarray] = []
     maps: list[np.ndarray] = []
     ordered: list[Sample] = []
-    for group, detector in scorers or [(samples, inspector.detector)]:
-        for batch, images, prediction in predict_samples(engine, detector, group, inspector.preprocessor,
-                                                         inspector.blur_sigma, batch_size, step):
-            ordered += batch
-            for sample, image, score, small in zip(batch, images, prediction.scores, prediction.maps, strict=True):
-                labels.append(sample.label)
-                scores.append(float(score))
-                peaks.append(float(small.max()))
-                if sample.label == 0 or sample.mask is not None:
-                    shape = image.shape[:2]
-                    masks.append(np.zeros(shape, bool) if sample.mask is None else read_mask(sample.mask, shape))
-                    maps.append(resize_map(small, shape))
+    groups = scorers or [(samples, inspector.detector)]
+    for batch, images, prediction in predict_groups(engine, groups, inspector.preprocessor, inspector.blur_sigma,
+                                                    batch_size, step):
+        ordered += batch
+        for sample, image, score, small in zip(batch, images, prediction.scores, prediction.maps, strict=True):
+            labels.append(sample.label)
+            scores.append(float(score))
+            peaks.append(float(small.max()))
+            if sample.label == 0 or sample.mask is not None:
+                shape = image.shape[:2]
+                masks.append(np.zeros(shape, bool) if sample.mask is None else read_mask(sample.mask, shape))
+                maps.append(resize_map(small, shape))
     bad = [Path(s.path).name for s, score in zip(ordered, scores, strict=True) if not np.isfinite(score)]
     if bad:
         raise NonFiniteScores(f"{len(bad)} of {len(scores)} images got NaN or infinite scores (first: {bad[0]})")

@@ -32,7 +32,7 @@ from linewatch.models.network import save_network
 from linewatch.models.registry import get_spec
 from linewatch.progress import Bars
 from linewatch.resources import peak_rss_mb
-from linewatch.scoring import predict_samples
+from linewatch.scoring import predict_groups
 
 log = logging.getLogger(__name__)
 HISTORY_FILE = "history.json"
@@ -76,15 +76,15 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
     labels, scores, map_peaks, maps, masks, scored = [], [], [], [], [], []
     step = bars(len(splits.val), "calibrate")
     preprocess = Preprocessor(io.size, io.channels, fitted.aligner)
-    for group, detector in calibration_groups(splits.val, fitted.detector, fitted.calibration):
-        for samples, images, prediction in predict_samples(engine, detector, group, preprocess,
-                                                           options["blur_sigma"], options["batch_size"], step):
-            scored += samples
-            labels += [s.label for s in samples]
-            scores += prediction.scores.tolist()
-            map_peaks += prediction.maps.reshape(len(samples), -1).max(axis=1).tolist()
-            maps += list(prediction.maps)
-            masks += [mask_at(s, image.shape, io.size) for s, image in zip(samples, images, strict=True)]
+    groups = calibration_groups(splits.val, fitted.detector, fitted.calibration)
+    for samples, images, prediction in predict_groups(engine, groups, preprocess, options["blur_sigma"],
+                                                      options["batch_size"], step):
+        scored += samples
+        labels += [s.label for s in samples]
+        scores += prediction.scores.tolist()
+        map_peaks += prediction.maps.reshape(len(samples), -1).max(axis=1).tolist()
+        maps += list(prediction.maps)
+        masks += [mask_at(s, image.shape, io.size) for s, image in zip(samples, images, strict=True)]
     bars.close()
     defect_types = calibrate_defect_types(scored, maps, masks, options["pixel_threshold_method"])
     method = options["threshold_method"] if any(labels) else "fpr"

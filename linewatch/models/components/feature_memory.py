@@ -93,7 +93,6 @@ def fit_feature_memory(
     """
     import torch
 
-    from linewatch.batches import iter_batches
     from linewatch.engines.torch_engine import run_network
     from linewatch.features.extractor import build_extractor
     from linewatch.features.preprocess import Preprocessor
@@ -106,15 +105,14 @@ def fit_feature_memory(
     step = context.bars(len(context.splits.train) + len(goods), "features")
 
     def features_of(samples: list[Any]) -> Iterator[np.ndarray]:
-        for batch in iter_batches(samples, preprocess, context.options["batch_size"]):
-            yield run_network(extractor, batch.inputs, "cpu", ("features",))["features"]
-            step(len(batch.samples))
+        return memory_features(samples, preprocess, context.options["batch_size"],
+                               lambda inputs: run_network(extractor, inputs, "cpu", ("features",))["features"], step)
 
     if not goods:
         detector, calibration = fit(features_of(context.splits.train)), []
     else:
         train = list(features_of(context.splits.train))
-        per_good = [image[None] for batch in features_of(goods) for image in batch]
+        per_good = per_image(features_of(goods))
         detector = fit(iter([*train, *per_good]))
         calibration = held_out_fits(fit, train, goods, per_good)
     spec = get_spec(config.backbone)
@@ -131,6 +129,23 @@ def fit_feature_memory(
 
 
 Scorers = list[tuple[list[Any], Detector]]  # val-clean samples, each group with the detector that scores it
+
+
+def memory_features(samples: list[Any], preprocess: Any, batch_size: int, network: Callable[[np.ndarray], np.ndarray],
+                    step: Callable[[int], None] | None) -> Iterator[np.ndarray]:
+    """Feature batches of `samples`, as training fits the memory on them. `calibration_scorers` refits through
+    the same batches, which is what makes its detectors equal training's to the last float."""
+    from linewatch.batches import iter_batches
+
+    for batch in iter_batches(samples, preprocess, batch_size):
+        yield network(batch.inputs)
+        if step:
+            step(len(batch.samples))
+
+
+def per_image(batches: Iterator[np.ndarray]) -> list[np.ndarray]:
+    """Feature batches split into one-image batches, so folds can leave single images out."""
+    return [image[None] for batch in batches for image in batch]
 
 
 def held_out_fits(fit: Callable[[Iterator[np.ndarray]], Detector], train: list[np.ndarray], goods: list[Any],
@@ -152,7 +167,6 @@ def calibration_scorers(inspector: Any, val: list[Any], train: list[Any],
     with `val_goods` its val goods by the held-out detectors, fitted again as training fitted them (same
     features, batches and seeds, hence the same detectors). What re-scores val-clean (the int8 export, the
     evaluation's threshold study) uses this, or a remembered good would score ~0."""
-    from linewatch.batches import iter_batches
     from linewatch.bundle import BundleError
     from linewatch.models.registry import get_spec
 
@@ -168,17 +182,14 @@ def calibration_scorers(inspector: Any, val: list[Any], train: list[Any],
     engine = inspector.reference_engine()
     step = bars(len(train) + len(goods), "held-out features") if bars else None
 
-    def features_of(samples: list[Any]) -> list[np.ndarray]:
-        out = []
-        for batch in iter_batches(samples, inspector.preprocessor, options["batch_size"]):
-            out.append(engine(batch.inputs)["features"])
-            if step:
-                step(len(batch.samples))
-        return out
+    def features_of(samples: list[Any]) -> Iterator[np.ndarray]:
+        return memory_features(samples, inspector.preprocessor, options["batch_size"],
+                               lambda inputs: engine(inputs)["features"], step)
 
     search = get_spec(inspector.detector.kind).search
-    per_good = [image[None] for batch in features_of(goods) for image in batch]
-    folds = held_out_fits(lambda features: search.fit(options, features, None), features_of(train), goods, per_good)
+    per_good = per_image(features_of(goods))
+    folds = held_out_fits(lambda features: search.fit(options, features, None), list(features_of(train)), goods,
+                          per_good)
     return calibration_groups(val, inspector.detector, folds)
 
 
