@@ -71,7 +71,8 @@ class Inspector:
             normalizer=ScoreNormalizer.from_dict(calibration),
             map_normalizer=ScoreNormalizer.from_dict(calibration["map"]),
             blur_sigma=float(manifest["postprocess"]["blur_sigma"]),
-            preprocessor=Preprocessor(io.size, io.channels, aligner, grey_first),
+            preprocessor=Preprocessor(io.size, io.channels, aligner, grey_first,
+                                      manifest["preprocess"].get("intensity", "none")),
             defect_types=DefectTypes.load(directory, manifest.get("masks")),
         )
 

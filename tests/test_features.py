@@ -10,7 +10,7 @@ import torch
 from linewatch.features.backbones import build_backbone
 from linewatch.features.catalog import BACKBONES, get_spec
 from linewatch.features.extractor import FeatureConfig, FeatureExtractor, build_extractor
-from linewatch.features.preprocess import Preprocessor, resize
+from linewatch.features.preprocess import STANDARD_MEAN, STANDARD_STD, Preprocessor, resize
 from linewatch.features.weights import WeightsError, load_weights
 
 
@@ -148,3 +148,21 @@ def test_one_channel_models_turn_grey_before_resizing_and_legacy_bundles_after()
     assert np.array_equal(grey_first[0], resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (64, 48)))
     assert np.array_equal(legacy[0], cv2.cvtColor(resize(image, (64, 48)), cv2.COLOR_RGB2GRAY))
     assert 0 < np.abs(grey_first - legacy).max() <= 1
+
+
+def test_standardize_removes_global_brightness_and_contrast_per_channel() -> None:
+    rng = np.random.default_rng(2)
+    image = cv2.resize(rng.integers(60, 200, (12, 16, 3), dtype=np.uint8), (64, 48), interpolation=cv2.INTER_CUBIC)
+    image[..., 2] //= 2  # channels with different levels end at the same mean and spread
+    plain = Preprocessor((48, 64))(image)
+    standard = Preprocessor((48, 64), intensity="standardize")(image)
+    assert np.allclose(standard.mean(axis=(1, 2)), STANDARD_MEAN, atol=0.5)
+    assert np.allclose(standard.std(axis=(1, 2)), STANDARD_STD, atol=0.5)
+    assert not np.allclose(plain.mean(axis=(1, 2)), STANDARD_MEAN, atol=5)
+    dimmer = np.clip(image.astype(np.float32) * 0.7 + 25, 0, 255).round().astype(np.uint8)  # exposure and gain
+    assert np.abs(Preprocessor((48, 64), intensity="standardize")(dimmer) - standard).max() < 2.5
+    assert np.abs(Preprocessor((48, 64))(dimmer) - plain).max() > 20
+    flat = Preprocessor((48, 64), channels=1, intensity="standardize")(np.full((48, 64, 3), 77, np.uint8))
+    assert flat.shape == (1, 48, 64) and np.allclose(flat, STANDARD_MEAN)  # no noise blown up from a flat frame
+    with pytest.raises(ValueError, match="intensity must be one of"):
+        Preprocessor((48, 64), intensity="equalize")

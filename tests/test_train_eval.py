@@ -212,3 +212,26 @@ def test_val_goods_join_the_memory_but_never_calibrate_a_model_that_remembers_th
     assert result.exit_code == 0, result.output
     histogram = json.loads((report / "val_score_histogram.json").read_text())
     assert histogram["bins"][0] == pytest.approx(low, rel=1e-5)
+
+
+def test_standardized_intensity_is_recorded_and_applied_wherever_the_bundle_is_loaded(category: Path,
+                                                                                      tmp_path: Path) -> None:
+    """`--intensity standardize`: the manifest records it, every loader's preprocessing applies it, and a
+    frame under dimmer lighting scores as it did (a plain bundle's score moves)."""
+    from linewatch.data import read_image
+
+    scores = {}
+    for intensity in ("standardize", "none"):
+        bundle = tmp_path / intensity
+        result = CliRunner().invoke(train_main, ["--data", str(category), "--out", str(bundle), "--image-size", "64",
+                                                 "--weights", "default", "--intensity", intensity, "--quiet"])
+        assert result.exit_code == 0, result.output
+        assert read_manifest(bundle)["preprocess"]["intensity"] == intensity
+        inspector = Inspector.from_bundle(bundle)
+        assert inspector.preprocessor.intensity == intensity
+        image = read_image(sorted((category / "test" / "good").iterdir())[0])
+        dimmer = np.clip(image.astype(np.float32) * 0.5 + 60, 0, 255).round().astype(np.uint8)  # half the contrast
+        inputs = np.stack([inspector.preprocessor(image), inspector.preprocessor(dimmer)])
+        scores[intensity] = inspector.score(inspector.reference_engine()(inputs)).scores
+    moved = {intensity: abs(pair[1] - pair[0]) / pair[0] for intensity, pair in scores.items()}
+    assert moved["standardize"] < 0.02 and moved["none"] > 0.05 and moved["standardize"] < moved["none"] / 5

@@ -83,7 +83,8 @@ def run_one(data: Path, model: str, variant: str, work: Path, budget: float) -> 
     return {
         "data": data.name, "model": model, "variant": variant, "backbone": params["backbone"],
         "image_size": params["image_size"], "layers": params["layers"], "projection_dims": params["projection_dims"],
-        **summary, "image_auroc": metrics["image_auroc"], "pixel_auroc": metrics["pixel_auroc"], "pro": metrics["pro"],
+        **summary, "intensity": result.manifest["preprocess"].get("intensity", "none"),
+        "image_auroc": metrics["image_auroc"], "pixel_auroc": metrics["pixel_auroc"], "pro": metrics["pro"],
         "per_defect": metrics["image_auroc_per_defect"], "test_images": metrics["images"],
         "train_images": result.manifest["training"]["train_images"],
         "memory_images": result.manifest["training"].get("memory_images"), "train_s": round(result.seconds, 1),
@@ -103,6 +104,8 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> None:
     for r in rows:
         options = ", ".join(f"{k} {r[k]}" for k in ("coreset_ratio", "projection_dims", "dims", "pool", "radius")
                             if r.get(k) is not None)
+        if r.get("intensity", "none") != "none":
+            options += f", intensity {r['intensity']}"
         layers = "+".join(layer.removeprefix("layer") for layer in r["layers"])
         cells = [r["data"], r["model"], r["variant"], r["backbone"].removeprefix("efficientnet_"),
                  "x".join(map(str, r["image_size"])), layers, options, _fmt(r["image_auroc"]),

@@ -19,6 +19,8 @@ import numpy as np
 if TYPE_CHECKING:
     from linewatch.features.align import Aligner
 
+INTENSITIES = ("none", "standardize")
+STANDARD_MEAN, STANDARD_STD = 128.0, 48.0  # what `standardize` maps every channel to (grey levels)
 _STRETCH = "stretch; cv2 INTER_LINEAR to a whole multiple m of the size (shrink factor <= 2), then INTER_AREA by m"
 RESIZE_POLICY = f"{_STRETCH}; one-channel models turn grey before resizing"
 # Bundles written before grey-first: same resize, grey after it (inputs differ by at most one grey level).
@@ -43,21 +45,39 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return image
 
 
+def standardize(image: np.ndarray) -> np.ndarray:
+    """Each channel to mean `STANDARD_MEAN` and standard deviation `STANDARD_STD` (float32, clipped to 0..255).
+
+    A global brightness or contrast change of the frame (lighting, exposure, camera gain) vanishes, so a memory
+    of good parts built under one lighting still matches them under another: on magnetic tile, whose tiles
+    differ in brightness, PatchCore's test image AUROC rose 0.916 -> 0.942 (README). The standard deviation
+    is floored at one grey level, so a flat frame stays flat instead of amplifying its noise.
+    """
+    mean, std = cv2.meanStdDev(image)
+    out = image.astype(np.float32) - mean.ravel().astype(np.float32)
+    out *= (STANDARD_STD / np.maximum(std.ravel(), 1.0)).astype(np.float32)
+    out += STANDARD_MEAN
+    return np.clip(out, 0.0, 255.0, out=out)
+
+
 @dataclass(frozen=True)
 class Preprocessor:
     """Resize to (height, width), optionally align to the bundle's reference view, keep RGB (3 channels) or
-    convert to grey (1; before resizing unless `grey_first` is off, as in legacy bundles), as float32 CHW.
-    With alignment, `prepare` also returns the frame's warp, which `restore` uses to bring an anomaly map back
-    to the frame's own geometry."""
+    convert to grey (1; before resizing unless `grey_first` is off, as in legacy bundles), optionally
+    `standardize` each channel (`intensity`), as float32 CHW. With alignment, `prepare` also returns the
+    frame's warp, which `restore` uses to bring an anomaly map back to the frame's own geometry."""
 
     size: tuple[int, int]
     channels: int = 3
     align: Aligner | None = None
     grey_first: bool = True
+    intensity: str = "none"
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
+        if self.intensity not in INTENSITIES:
+            raise ValueError(f"intensity must be one of {', '.join(INTENSITIES)}, got {self.intensity!r}")
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The model input and the 2x3 warp (reference -> frame, model pixels) it was aligned with, if any."""
@@ -69,10 +89,12 @@ class Preprocessor:
         warp = self.align.warp_matrix(resized) if self.align is not None else None
         if warp is not None:
             resized = self.align.apply(resized, warp)
+        if self.channels == 1 and resized.ndim == 3:
+            resized = cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)
+        pixels = standardize(resized) if self.intensity == "standardize" else resized
         if self.channels == 1:
-            grey = resized if resized.ndim == 2 else cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)
-            return grey[None].astype(np.float32), warp
-        return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32), warp
+            return pixels[None].astype(np.float32), warp
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32), warp
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.prepare(image)[0]

@@ -4,9 +4,12 @@ The search is staged so a budget of minutes covers it:
 1. features: each backbone (`BACKBONES`) x input size (`SIZES`, deduplicated once `auto` is resolved) x
    alignment (`FeatureSearch.aligns`) x the detector's layer sets (`FeatureSearch.layers`), its other
    options at their defaults;
+   then the best of them once more with the other intensity handling (`--intensity standardize` or none:
+   one more extraction);
 2. detector: the detector's grid (`FeatureSearch.grid`: PatchCore coreset ratio x projection, PaDiM pool x
    radius) on the best features of stage 1.
-Backbone outputs are extracted once per (backbone, input size, alignment) and reused by every candidate of it.
+Backbone outputs are extracted once per (backbone, input size, alignment, intensity) and reused by every
+candidate of it.
 Ranking: val-clean image AUROC; candidates within `AUROC_TIE` of the best are ties, broken by the mean of
 val pixel AUROC and PRO (within `PIXEL_TIE`), then by speed (backbone + scoring ms per image).
 Options given explicitly (command line or config file) are held fixed. A candidate whose estimated cost
@@ -28,6 +31,7 @@ from linewatch.config import ConfigError, parse_size
 from linewatch.data import DataError, make_splits, scan_category
 from linewatch.features.catalog import LAYER_STRIDES
 from linewatch.features.geometry import resolve_image_size
+from linewatch.features.preprocess import INTENSITIES
 from linewatch.models.registry import get_spec
 from linewatch.progress import Bars
 from linewatch.train.tune_cache import StageCache, evaluate, extract, layers_needed
@@ -41,6 +45,9 @@ DEFAULT_BUDGET_MIN = 10.0
 BACKBONE_COST = {"efficientnet_lite0": 1.0, "efficientnet_lite2": 2.2}  # prior, until both are measured
 FINAL_OVERHEAD_S = 10.0  # bundle writing, calibration plots, process start
 VAL_GOODS_FIT_FACTOR = 4.2  # see _final_seconds
+
+
+Best = tuple[dict[str, Any], StageCache, dict[str, Any]]  # (row, its cache, its candidate options)
 
 
 @dataclass
@@ -133,7 +140,8 @@ class Search:
     def record(self, stage: int, candidate: dict[str, Any], cache: StageCache | None, rule: str,
                result: dict[str, Any] | None, status: str) -> dict[str, Any]:
         row = {"stage": stage, "backbone": candidate["backbone"], "image_size": list(candidate["image_size"]),
-               "size_rule": rule, "align": candidate["align"], "layers": list(candidate["layers"]),
+               "size_rule": rule, "align": candidate["align"], "intensity": candidate.get("intensity", "none"),
+               "layers": list(candidate["layers"]),
                **{k: candidate[k] for k in self.search.grid}, "status": status,
                "image_auroc": None, "pixel_auroc": None, "pro": None, "ms_per_image": None, "seconds": None}
         if result is not None and cache is not None:
@@ -162,7 +170,7 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
     search = Search(options, pinned, 60 * budget_min, bars)
     spec_search = search.search
     base = {k: options[k] for k in options}
-    best: tuple[dict[str, Any], StageCache, dict[str, Any]] | None = None  # (row, cache, candidate)
+    best: Best | None = None
     for backbone, size, rule, align in search.groups():
         layer_sets = search.layer_sets()
         candidate = {**base, "backbone": backbone, "image_size": size, "align": align}
@@ -195,6 +203,8 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
             cache.release()
     if best is None:
         raise RuntimeError(f"the tuning budget of {budget_min} min allowed no candidate")
+    if "intensity" not in pinned:
+        best = _other_intensity(search, best, options)
     row1, cache, chosen = best
     reference_cost = spec_search.relative_cost(chosen)
     for extra in search.grid(chosen):
@@ -217,15 +227,41 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
         "metric": f"val-clean image AUROC; ties within {AUROC_TIE} -> mean(pixel AUROC, PRO) within {PIXEL_TIE} "
                   f"-> ms/image",
         "budget_min": budget_min, "seconds": round(search.elapsed(), 1),
-        "pinned": sorted(pinned & {"backbone", "image_size", "align", "layers", *spec_search.grid}),
+        "pinned": sorted(pinned & {"backbone", "image_size", "align", "intensity", "layers", *spec_search.grid}),
         "space": {"backbone": list(BACKBONES), "image_size": list(SIZES), "align": list(spec_search.aligns),
+                  "intensity": list(INTENSITIES),
                   "layers": [list(x) for x in spec_search.layers],
                   "grid": {k: list(v) for k, v in spec_search.grid.items()}},
         "val_images": len(search.splits.val), "val_defective": int(sum(s.label for s in search.splits.val)),
-        "chosen": {k: winner[k] for k in ("backbone", "image_size", "align", "layers", *spec_search.grid)},
+        "chosen": {k: winner[k] for k in ("backbone", "image_size", "align", "intensity", "layers",
+                                          *spec_search.grid)},
         "table": search.rows,
     }
     return TuneResult(chosen, search.rows, search.elapsed(), section)
+
+
+def _other_intensity(search: Search, best: Best, options: dict[str, Any]) -> Best:
+    """Stage 1's winner with the other intensity handling: one more extraction at its backbone and size, kept
+    only if it ranks higher. Standardising lifted magnetic tile and capsule but lowered transistor (README),
+    so val-clean decides, per category."""
+    row, cache, chosen = best
+    trial = {**chosen, "intensity": next(i for i in INTENSITIES if i != chosen.get("intensity", "none"))}
+    final = _final_estimate(cache, row, options)
+    if not search.affordable(cache.seconds + row["seconds"], final):
+        search.record(1, trial, None, row["size_rule"], None, "skipped: budget")
+        return best
+    step = search.bars(len(search.splits.train) + len(search.splits.val),
+                       f"tune: {trial['backbone']} intensity {trial['intensity']}")
+    layers = layers_needed(search.search, trial, (trial["layers"],))
+    other = extract(trial["backbone"], tuple(trial["image_size"]), layers, search.splits.train, search.splits.val,
+                    trial, step)
+    candidate = search.record(1, trial, other, row["size_rule"], evaluate(search.search, trial, other), "done")
+    log.info("tune: %s", _describe(candidate))
+    if choose([row, candidate]) is candidate:
+        cache.release()
+        return candidate, other, trial
+    other.release()
+    return best
 
 
 def _describe(row: dict[str, Any]) -> str:
@@ -235,7 +271,8 @@ def _describe(row: dict[str, Any]) -> str:
     ms = "-" if row["ms_per_image"] is None else f"{row['ms_per_image']:.1f}"
     size = "x".join(map(str, row["image_size"]))
     layers = "+".join(layer.removeprefix("layer") for layer in sorted(row["layers"], key=LAYER_STRIDES.get))
-    extra = " ".join(f"{k}={row[k]}" for k in row if k.startswith(("align", "coreset_ratio", "projection", "padim")))
+    extra = " ".join(f"{k}={row[k]}" for k in row
+                     if k.startswith(("align", "intensity", "coreset_ratio", "projection", "padim")))
     return (f"{row['stage']} {row['backbone'].removeprefix('efficientnet_'):<5} {size:>7} L{layers:<6} {extra:<40} "
             f"auroc {auc} pixel {pixel} pro {pro} {ms} ms/img {row['status']}")
 

@@ -22,7 +22,7 @@ from linewatch.data import Sample, read_mask
 from linewatch.features.extractor import FeatureConfig, FeatureExtractor, build_extractor
 from linewatch.features.preprocess import Preprocessor
 from linewatch.metrics import auroc, pixel_auroc, pro_area, pro_curve
-from linewatch.models.components.feature_memory import FeatureSearch, aligner_for
+from linewatch.models.components.feature_memory import FeatureSearch, preprocessor_for
 from linewatch.scoring import score_outputs
 
 
@@ -67,7 +67,7 @@ def extract(backbone: str, size: tuple[int, int], layers: tuple[str, ...], train
     torch.manual_seed(options["seed"])
     config = FeatureConfig(backbone=backbone, layers=layers, image_size=size, seed=options["seed"])
     extractor, _ = build_extractor(config, options["weights"])
-    preprocess = Preprocessor(size, align=aligner_for(options, train, size))
+    preprocess = preprocessor_for(options, train, size)
     masks: list[np.ndarray | None] = []
     warps: list[np.ndarray | None] = []
 

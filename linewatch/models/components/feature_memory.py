@@ -23,6 +23,9 @@ FEATURE_OPTIONS: dict[str, Option] = {
     "align": Option(str, "none", choices=("none", "ecc", "ecc-affine"),
                     help="Align each frame to a reference training view before the network (OpenCV ECC; ecc: "
                          "rotation + shift, ecc-affine: also scale and shear); maps are moved back onto the frame."),
+    "intensity": Option(str, "none", choices=("none", "standardize"),
+                        help="standardize: bring each frame's channels to one mean and contrast before the network, "
+                             "for lines whose lighting or exposure varies (magnetic tile: 0.916 -> 0.942)."),
     "val_goods": Option(bool, True,
                         help="Also fit on val-clean's good images (every good image, as anomalib does); each is "
                              "calibrated by a model fitted without it (2 folds), so thresholds stay unbiased."),
@@ -95,12 +98,10 @@ def fit_feature_memory(
 
     from linewatch.engines.torch_engine import run_network
     from linewatch.features.extractor import build_extractor
-    from linewatch.features.preprocess import Preprocessor
-
     torch.manual_seed(context.options["seed"])
     extractor, weights = build_extractor(config, context.options["weights"])
-    aligner = aligner_for(context.options, context.splits.train, config.image_size)
-    preprocess = Preprocessor(config.image_size, align=aligner)
+    preprocess = preprocessor_for(context.options, context.splits.train, config.image_size)
+    aligner = preprocess.align
     goods = [s for s in context.splits.val if not s.label] if context.options.get("val_goods") else []
     step = context.bars(len(context.splits.train) + len(goods), "features")
 
@@ -199,6 +200,13 @@ def calibration_groups(val: list[Any], detector: Detector, held_out: Scorers) ->
     held = {sample.path for group, _ in held_out for sample in group}
     unseen = [sample for sample in val if sample.path not in held]
     return [(unseen, detector), *held_out] if unseen else list(held_out)
+
+
+def preprocessor_for(options: dict[str, Any], train: Any, size: tuple[int, int]) -> Any:
+    """The preprocessing `--align` and `--intensity` ask for, at the model size (3 channels)."""
+    from linewatch.features.preprocess import Preprocessor
+
+    return Preprocessor(size, align=aligner_for(options, train, size), intensity=options.get("intensity", "none"))
 
 
 def aligner_for(options: dict[str, Any], train: Any, size: tuple[int, int]) -> Any:
