@@ -109,7 +109,8 @@ def _run(bundle: Path, folder: Path) -> list[dict]:
 CASES = {
     "patchcore": ["--model", "patchcore"],
     "padim-tolerant": ["--model", "padim", "--padim-dims", "40", "--padim-radius", "1", "--padim-pool", "1"],
-    "padim-aligned": ["--model", "padim", "--padim-dims", "40", "--align", "ecc"],
+    "padim-aligned-standardized": ["--model", "padim", "--padim-dims", "40", "--align", "ecc",
+                                   "--intensity", "standardize"],
     "patchcore-tuned": ["--model", "patchcore", "--tune", "--backbone", "efficientnet_lite0"],
 }
 
@@ -117,7 +118,8 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_auto_sized_bundle_trains_exports_and_runs_with_eval_parity(case: str, category: Path,
                                                                     tmp_path: Path) -> None:
-    """Plain, position-tolerant, aligned and tuned bundles of an elongated part: the runtime's raw scores = eval's."""
+    """Plain, position-tolerant, aligned (and intensity-standardised) and tuned bundles of an elongated part: the
+    runtime's raw scores = eval's."""
     bundle = tmp_path / case
     result = CliRunner().invoke(train_main, ["--data", str(category), "--out", str(bundle), "--image-size",
                                              "auto:96", "--quiet", *CASES[case]])

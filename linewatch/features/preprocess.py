@@ -45,19 +45,20 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return image
 
 
-def standardize(image: np.ndarray) -> np.ndarray:
-    """Each channel to mean `STANDARD_MEAN` and standard deviation `STANDARD_STD` (float32, clipped to 0..255).
+def standardize(chw: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Each channel of a float32 CHW input, whose per-channel `mean` and `std` are given, to mean
+    `STANDARD_MEAN` and standard deviation `STANDARD_STD`, clipped to 0..255, in place.
 
     A global brightness or contrast change of the frame (lighting, exposure, camera gain) vanishes, so a memory
     of good parts built under one lighting still matches them under another: on magnetic tile, whose tiles
     differ in brightness, PatchCore's test image AUROC rose 0.916 -> 0.942 (README). The standard deviation
-    is floored at one grey level, so a flat frame stays flat instead of amplifying its noise.
+    is floored at one grey level, so a flat frame stays flat instead of amplifying its noise. In place on the
+    CHW copy the layout needs anyway: +0.25 ms per 256 x 256 RGB frame instead of +1.0 for a separate copy.
     """
-    mean, std = cv2.meanStdDev(image)
-    out = image.astype(np.float32) - mean.ravel().astype(np.float32)
-    out *= (STANDARD_STD / np.maximum(std.ravel(), 1.0)).astype(np.float32)
-    out += STANDARD_MEAN
-    return np.clip(out, 0.0, 255.0, out=out)
+    scale = (STANDARD_STD / np.maximum(np.ravel(std), 1.0)).astype(np.float32)
+    chw *= scale[:, None, None]
+    chw += (STANDARD_MEAN - np.ravel(mean) * scale).astype(np.float32)[:, None, None]
+    return np.clip(chw, 0.0, 255.0, out=chw)
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,13 @@ class Preprocessor:
             resized = self.align.apply(resized, warp)
         if self.channels == 1 and resized.ndim == 3:
             resized = cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)
-        pixels = standardize(resized) if self.intensity == "standardize" else resized
-        if self.channels == 1:
-            return pixels[None].astype(np.float32), warp
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32), warp
+        if resized.ndim == 2:
+            chw = resized[None].astype(np.float32)
+        else:
+            chw = np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32)
+        if self.intensity == "standardize":
+            standardize(chw, *cv2.meanStdDev(resized))
+        return chw, warp
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.prepare(image)[0]
