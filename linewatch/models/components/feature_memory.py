@@ -11,6 +11,7 @@ import numpy as np
 
 from linewatch.config import AutoSize, Option
 from linewatch.features.catalog import BACKBONES, get_spec
+from linewatch.features.preprocess import INTENSITIES
 from linewatch.models.base import Detector, FitContext, Fitted
 from linewatch.models.network import network_section
 
@@ -23,7 +24,7 @@ FEATURE_OPTIONS: dict[str, Option] = {
     "align": Option(str, "none", choices=("none", "ecc", "ecc-affine"),
                     help="Align each frame to a reference training view before the network (OpenCV ECC; ecc: "
                          "rotation + shift, ecc-affine: also scale and shear); maps are moved back onto the frame."),
-    "intensity": Option(str, "none", choices=("none", "standardize"),
+    "intensity": Option(str, "none", choices=INTENSITIES,
                         help="standardize: bring each frame's channels to one mean and contrast before the network, "
                              "for lines whose lighting or exposure varies (magnetic tile: 0.916 -> 0.942)."),
     "val_goods": Option(bool, True,
@@ -98,6 +99,7 @@ def fit_feature_memory(
 
     from linewatch.engines.torch_engine import run_network
     from linewatch.features.extractor import build_extractor
+
     torch.manual_seed(context.options["seed"])
     extractor, weights = build_extractor(config, context.options["weights"])
     preprocess = preprocessor_for(context.options, context.splits.train, config.image_size)
