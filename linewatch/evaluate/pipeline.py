@@ -216,8 +216,7 @@ def evaluate(bundle: Path, data: Path, out: Path, split: str = "test", save_maps
         _plots(out, scored, labels, scores, threshold, (fpr, pro) if has_pixels else None, inspector.image_size)
         _confusion_plots(out, metrics)
         if split == "test":
-            _validation_study(inspector, category, splits_file, batch_size, out,
-                              threshold)
+            _validation_study(inspector, category, splits_file, batch_size, out, threshold)
     return metrics
 
 

@@ -75,8 +75,7 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
     engine = TorchEngine(fitted.network, io, "cuda" if options["device"] == "cuda" else "cpu")
     labels, scores, map_peaks, maps, masks, scored = [], [], [], [], [], []
     step = bars(len(splits.val), "calibrate")
-    intensity = options.get("intensity", "none")  # a feature-memory option; trained detectors take frames as they are
-    preprocess = Preprocessor(io.size, io.channels, fitted.aligner, intensity=intensity)
+    preprocess = Preprocessor(io.size, io.channels, fitted.aligner, intensity=fitted.intensity)
     groups = calibration_groups(splits.val, fitted.detector, fitted.calibration)
     for samples, images, prediction in predict_groups(engine, groups, preprocess, options["blur_sigma"],
                                                       options["batch_size"], step):
@@ -111,7 +110,7 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
         "preprocess": {"input": "RGB uint8", "resize": RESIZE_POLICY,
                        "channels": "RGB" if io.channels == 3 else "grey (cv2 RGB2GRAY before the resize)",
                        "layout": "NCHW float32 0..255", "normalization": "inside the network",
-                       "geometry": geometry, "intensity": intensity, **({"align": align} if align else {})},
+                       "geometry": geometry, "intensity": fitted.intensity, **({"align": align} if align else {})},
         "postprocess": {"blur_sigma": options["blur_sigma"], "map_size": list(io.size)},
         "masks": masks_section,
         "calibration": {**normalizer.to_dict(), "method": method, "target_fpr": options["target_fpr"],

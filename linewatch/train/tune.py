@@ -142,7 +142,7 @@ class Search:
     def record(self, stage: int, candidate: dict[str, Any], cache: StageCache | None, rule: str,
                result: dict[str, Any] | None, status: str) -> dict[str, Any]:
         row = {"stage": stage, "backbone": candidate["backbone"], "image_size": list(candidate["image_size"]),
-               "size_rule": rule, "align": candidate["align"], "intensity": candidate.get("intensity", "none"),
+               "size_rule": rule, "align": candidate["align"], "intensity": candidate["intensity"],
                "layers": list(candidate["layers"]),
                **{k: candidate[k] for k in self.search.grid}, "status": status,
                "image_auroc": None, "pixel_auroc": None, "pro": None, "ms_per_image": None, "seconds": None}
@@ -247,7 +247,7 @@ def _other_intensity(search: Search, best: Best, options: dict[str, Any]) -> Bes
     only if it ranks higher. Standardising lifted magnetic tile and capsule but lowered transistor (README),
     so val-clean decides, per category."""
     row, cache, chosen = best
-    trial = {**chosen, "intensity": next(i for i in INTENSITIES if i != chosen.get("intensity", "none"))}
+    trial = {**chosen, "intensity": next(i for i in INTENSITIES if i != chosen["intensity"])}
     final = _final_estimate(cache, row, options)
     if not search.affordable(cache.seconds + row["seconds"], final):
         search.record(1, trial, None, row["size_rule"], None, "skipped: budget")

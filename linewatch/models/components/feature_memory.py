@@ -11,7 +11,7 @@ import numpy as np
 
 from linewatch.config import AutoSize, Option
 from linewatch.features.catalog import BACKBONES, get_spec
-from linewatch.features.preprocess import INTENSITIES
+from linewatch.features.preprocess import INTENSITIES, Preprocessor
 from linewatch.models.base import Detector, FitContext, Fitted
 from linewatch.models.network import network_section
 
@@ -103,7 +103,6 @@ def fit_feature_memory(
     torch.manual_seed(context.options["seed"])
     extractor, weights = build_extractor(config, context.options["weights"])
     preprocess = preprocessor_for(context.options, context.splits.train, config.image_size)
-    aligner = preprocess.align
     goods = [s for s in context.splits.val if not s.label] if context.options.get("val_goods") else []
     step = context.bars(len(context.splits.train) + len(goods), "features")
 
@@ -127,8 +126,8 @@ def fit_feature_memory(
     )
     facts = {"memory_images": len(context.splits.train) + len(goods), "val_goods_in_memory": len(goods),
              "val_goods_calibration": f"{VAL_GOOD_FOLDS}-fold cross-fit" if goods else None}
-    return Fitted(network=extractor, network_section=section, detector=detector, aligner=aligner,
-                  training=facts, calibration=calibration)
+    return Fitted(network=extractor, network_section=section, detector=detector, aligner=preprocess.align,
+                  intensity=preprocess.intensity, training=facts, calibration=calibration)
 
 
 Scorers = list[tuple[list[Any], Detector]]  # val-clean samples, each group with the detector that scores it
@@ -206,8 +205,6 @@ def calibration_groups(val: list[Any], detector: Detector, held_out: Scorers) ->
 
 def preprocessor_for(options: dict[str, Any], train: Any, size: tuple[int, int]) -> Any:
     """The preprocessing `--align` and `--intensity` ask for, at the model size (3 channels)."""
-    from linewatch.features.preprocess import Preprocessor
-
     return Preprocessor(size, align=aligner_for(options, train, size), intensity=options.get("intensity", "none"))
 
 
