@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -149,6 +150,22 @@ def test_anomaly_map_upsamples_and_blurs() -> None:
     assert maps[0].max() < 1.0
     assert blur_kernel_size(4.0) == 33
     assert resize_map(maps[0], (10, 20)).shape == (10, 20)
+
+
+@pytest.mark.parametrize(("grid", "size", "sigma"), [((4, 4), (32, 32), 2.0), ((10, 26), (160, 416), 4.0),
+                                                     ((8, 8), (64, 64), 0.0), ((32, 32), (32, 32), 4.0)])
+def test_anomaly_maps_equal_upsampling_then_blurring(grid: tuple[int, int], size: tuple[int, int],
+                                                     sigma: float) -> None:
+    """The separable-matrix path (patch grids) and the direct path (full-size maps) both equal cv2's bilinear
+    upsampling followed by its 2-D Gaussian blur, the definition the maps had before the matrices."""
+    patch = np.random.default_rng(3).gamma(2.0, size=(2, *grid)).astype(np.float32)
+    maps = anomaly_maps(patch, size, sigma)
+    ksize = blur_kernel_size(sigma)
+    for got, one in zip(maps, patch, strict=True):
+        up = cv2.resize(one, size[::-1], interpolation=cv2.INTER_LINEAR)
+        want = cv2.GaussianBlur(up, (ksize, ksize), sigma, borderType=cv2.BORDER_REFLECT) if sigma else up
+        assert got.dtype == np.float32 and got.shape == size
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * float(np.abs(want).max()))
 
 
 def test_two_stage_coreset_keeps_rare_clusters_and_reports_its_steps() -> None:
