@@ -10,7 +10,15 @@ import torch
 from linewatch.features.backbones import build_backbone
 from linewatch.features.catalog import BACKBONES, get_spec
 from linewatch.features.extractor import FeatureConfig, FeatureExtractor, build_extractor
-from linewatch.features.preprocess import STANDARD_MEAN, STANDARD_STD, Preprocessor, resize
+from linewatch.features.preprocess import (
+    AUTO_SPREAD,
+    STANDARD_MEAN,
+    STANDARD_STD,
+    Preprocessor,
+    auto_intensity,
+    lighting_spread,
+    resize,
+)
 from linewatch.features.weights import WeightsError, load_weights
 
 
@@ -166,3 +174,19 @@ def test_standardize_removes_global_brightness_and_contrast_per_channel() -> Non
     assert flat.shape == (1, 48, 64) and np.allclose(flat, STANDARD_MEAN)  # no noise blown up from a flat frame
     with pytest.raises(ValueError, match="intensity must be one of"):
         Preprocessor((48, 64), intensity="equalize")
+
+
+def test_auto_intensity_standardises_only_when_the_lighting_varies() -> None:
+    """The spread is the std / mean of the images' mean grey levels (cv2's grey conversion as the reference)."""
+    rng = np.random.default_rng(4)
+    base = rng.integers(40, 160, (30, 40, 3), dtype=np.uint8)
+    steady = [np.clip(base.astype(np.int16) + d, 0, 255).astype(np.uint8) for d in (-3, 0, 2, 4)]
+    varied = [np.clip(base * g, 0, 255).astype(np.uint8) for g in (0.6, 1.0, 1.4, 0.8)]
+    for images in (steady, varied):
+        greys = np.array([cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float64).mean() for image in images])
+        assert lighting_spread(images) == pytest.approx(greys.std() / greys.mean(), abs=2e-3)
+    assert lighting_spread(steady) < AUTO_SPREAD / 3 and auto_intensity(lighting_spread(steady)) == "none"
+    assert lighting_spread(varied) > 2 * AUTO_SPREAD and auto_intensity(lighting_spread(varied)) == "standardize"
+    assert lighting_spread([np.zeros((4, 4, 3), np.uint8)] * 3) == 0.0
+    with pytest.raises(ValueError, match="at least one image"):
+        lighting_spread([])

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from linewatch.bundle import read_manifest
 from linewatch.data.synthetic import make_synthetic_category
 from linewatch.evaluate.cli import main as eval_main
-from linewatch.features.preprocess import LEGACY_RESIZE_POLICY
+from linewatch.features.preprocess import AUTO_SPREAD, LEGACY_RESIZE_POLICY
 from linewatch.inspector import Inspector
 from linewatch.train.cli import main as train_main
 
@@ -212,6 +212,28 @@ def test_val_goods_join_the_memory_but_never_calibrate_a_model_that_remembers_th
     assert result.exit_code == 0, result.output
     histogram = json.loads((report / "val_score_histogram.json").read_text())
     assert histogram["bins"][0] == pytest.approx(low, rel=1e-5)
+
+
+def test_auto_intensity_standardises_a_line_whose_lighting_varies(trained: Path, tmp_path: Path) -> None:
+    """The default `--intensity auto`: the synthetic line's steady lighting stays as it is; the same line with
+    every other training image at half the brightness is standardised. The manifest says why."""
+    import cv2
+
+    steady = read_manifest(trained)
+    assert steady["training"]["options"]["intensity"] == "auto" and steady["preprocess"]["intensity"] == "none"
+    assert steady["training"]["intensity_auto"]["lighting_spread"] < AUTO_SPREAD
+    varied = make_synthetic_category(tmp_path / "varied", size=64, n_train=20, n_test_good=4, n_test_defect=4)
+    for path in sorted((varied / "train" / "good").iterdir())[::2]:
+        cv2.imwrite(str(path), (cv2.imread(str(path)) * 0.5).astype(np.uint8))
+    bundle = tmp_path / "bundle"
+    result = CliRunner().invoke(train_main, ["--data", str(varied), "--out", str(bundle), "--image-size", "64",
+                                             "--weights", "none", "--quiet"])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(bundle)
+    auto = manifest["training"]["intensity_auto"]
+    assert auto["lighting_spread"] > AUTO_SPREAD and auto["chosen"] == "standardize" and auto["images"] == 16
+    assert manifest["preprocess"]["intensity"] == "standardize"
+    assert Inspector.from_bundle(bundle).preprocessor.intensity == "standardize"
 
 
 def test_standardized_intensity_is_recorded_and_applied_wherever_the_bundle_is_loaded(category: Path,

@@ -57,13 +57,12 @@ def test_search_reads_only_train_and_val_and_holds_given_options(category: Path,
     rows = result.rows
     assert {r["backbone"] for r in rows} == {"efficientnet_lite0"} and {tuple(r["image_size"]) for r in rows} == {
         (64, 64)}
-    assert [r["stage"] for r in rows] == [1, 1, 1, 1, 2, 2, 2, 2, 2]
+    assert [r["stage"] for r in rows] == [1, 1, 1, 2, 2, 2, 2, 2]
     assert all(r["status"] in ("done", "chosen") and r["image_auroc"] is not None for r in rows)
-    # stage 1's best layers once more with standardised intensities; stage 2 keeps whichever ranked higher
-    assert [r["intensity"] for r in rows[:4]] == ["none", "none", "none", "standardize"]
-    assert rows[3]["layers"] == choose(rows[:3])["layers"]
-    stage1 = choose(rows[:4])
-    assert {r["intensity"] for r in rows[4:]} == {stage1["intensity"]}
+    # `--intensity auto` is decided once from train-clean's lighting, not searched
+    auto = result.section["intensity_auto"]
+    assert {r["intensity"] for r in rows} == {auto["chosen"]} == set(result.section["space"]["intensity"])
+    assert {tuple(r["layers"]) for r in rows[3:]} == {tuple(choose(rows[:3])["layers"])}
     assert [r for r in rows if r["status"] == "chosen"] == [choose(rows)]
     winner = choose(rows)
     assert {k: result.options[k] for k in ("layers", "coreset_ratio", "projection_dims", "intensity")} == {
@@ -90,9 +89,10 @@ def test_tune_cli_writes_the_table_into_the_bundle_and_the_output(category: Path
     manifest = read_manifest(bundle)
     tuning = manifest["tuning"]
     assert tuning["pinned"] == ["backbone", "image_size", "layers"]
-    assert len(tuning["table"]) == 7 and tuning["budget_min"] == 5
+    assert len(tuning["table"]) == 6 and tuning["budget_min"] == 5
     chosen = tuning["chosen"]
     assert manifest["preprocess"]["intensity"] == chosen["intensity"] == manifest["training"]["options"]["intensity"]
+    assert chosen["intensity"] == tuning["intensity_auto"]["chosen"]
     assert manifest["detector"]["coreset_ratio"] == chosen["coreset_ratio"]
     assert manifest["network"]["params"]["projection_dims"] == chosen["projection_dims"]
     assert manifest["training"]["options"]["coreset_ratio"] == chosen["coreset_ratio"]
@@ -122,3 +122,4 @@ def test_a_given_intensity_is_held_and_standardize_reaches_the_bundle(category: 
     result = run_search(options, pinned, budget_min=5, progress=False)
     assert [(r["intensity"], r["status"]) for r in result.rows] == [("standardize", "chosen")]
     assert result.options["intensity"] == "standardize" and "intensity" in result.section["pinned"]
+    assert "intensity_auto" not in result.section

@@ -7,7 +7,8 @@ Suites (each row = `inspect-train`'s pipeline, then `inspect-eval`'s on the bund
   PaDiM on misaligned bottle / transistor with 43 training images, and on the aligned originals (no loss
   allowed); PatchCore (and PaDiM) on elongated grey parts (capsule 200 x 512, magnetic tile's long tiles).
   Each with today's defaults and with the defaults before this work (`before`: PatchCore square 256 px;
-  PaDiM square 256 px, layers 1-3, no alignment, no position tolerance; both fitted on train-clean only).
+  PaDiM square 256 px, layers 1-3, no alignment, no position tolerance; both fitted on train-clean only, with
+  no intensity standardising).
 Rows are appended to OUT/rows.jsonl (a rerun skips what is there); OUT/accuracy.md gets the table.
 Run with nice, one at a time: .venv/bin/python tools/bench_accuracy.py --suite main [--budget 10]
 """
@@ -34,9 +35,9 @@ SHARED = ROOT.parent / "shared" / "data"
 PROXIES = ROOT / "bench-out" / "proxies"
 MVTEC = SHARED / "mvtec_ad"
 TILE = SHARED / "magnetic_tile" / "magnetic_tile"
-BEFORE = {"patchcore": {"image_size": 256, "val_goods": False},
+BEFORE = {"patchcore": {"image_size": 256, "val_goods": False, "intensity": "none"},
           "padim": {"image_size": 256, "layers": ("layer1", "layer2", "layer3"), "align": "none", "padim_pool": 0,
-                    "padim_radius": 0, "val_goods": False}}
+                    "padim_radius": 0, "val_goods": False, "intensity": "none"}}
 PROXY_RECIPES = {
     "bottle-misaligned": ["misalign", "--data", str(MVTEC / "bottle"), "--train", "54"],
     "transistor-misaligned": ["misalign", "--data", str(MVTEC / "transistor"), "--train", "54",

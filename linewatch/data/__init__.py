@@ -5,7 +5,7 @@ from __future__ import annotations
 from linewatch.data.dataset import Category, Sample, scan_category
 from linewatch.data.errors import DataError
 from linewatch.data.io import IMAGE_EXTENSIONS, decode_image, is_image_file, read_image, read_mask, to_rgb
-from linewatch.data.splits import Splits, make_splits
+from linewatch.data.splits import Splits, evenly_spaced, make_splits
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -14,6 +14,7 @@ __all__ = [
     "Sample",
     "Splits",
     "decode_image",
+    "evenly_spaced",
     "is_image_file",
     "make_splits",
     "read_image",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,3 +106,9 @@ def make_splits(
         val += [group[i] for i in order[:k]]
         test += [group[i] for i in order[k:]]
     return Splits(seed, _by_rel(train), _by_rel(val), _by_rel(test), train_fraction, val_anomalous_fraction)
+
+
+def evenly_spaced(samples: Sequence[Sample], limit: int) -> list[Sample]:
+    """At most `limit` samples spread evenly over a (sorted) split: a cheap, deterministic picture of all of it."""
+    picks = np.unique(np.linspace(0, len(samples) - 1, min(limit, len(samples))).round().astype(int))
+    return [samples[i] for i in picks] if samples else []

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from linewatch.bundle import BundleError
-from linewatch.data import Sample, read_image
+from linewatch.data import Sample, evenly_spaced, read_image
 
 ALIGN_METHODS = ("none", "ecc", "ecc-affine")
 MOTIONS = {"ecc": ("euclidean", cv2.MOTION_EUCLIDEAN), "ecc-affine": ("affine", cv2.MOTION_AFFINE)}
@@ -118,8 +118,7 @@ def reference_from_samples(samples: Sequence[Sample], size: tuple[int, int], met
     """The reference of up to `limit` training images, evenly spaced over the sorted split."""
     from linewatch.features.preprocess import resize
 
-    picks = np.unique(np.linspace(0, len(samples) - 1, min(limit, len(samples))).round().astype(int))
-    return build_reference([resize(read_image(samples[i].path), size) for i in picks], method)
+    return build_reference([resize(read_image(s.path), size) for s in evenly_spaced(samples, limit)], method)
 
 
 def build_reference(images: Sequence[np.ndarray], method: str = "ecc") -> Aligner:

@@ -4,12 +4,11 @@ The search is staged so a budget of minutes covers it:
 1. features: each backbone (`BACKBONES`) x input size (`SIZES`, deduplicated once `auto` is resolved) x
    alignment (`FeatureSearch.aligns`) x the detector's layer sets (`FeatureSearch.layers`), its other
    options at their defaults;
-   then the best of them once more with the other intensity handling (`--intensity standardize` or none:
-   one more extraction);
 2. detector: the detector's grid (`FeatureSearch.grid`: PatchCore coreset ratio x projection, PaDiM pool x
    radius) on the best features of stage 1.
-Backbone outputs are extracted once per (backbone, input size, alignment, intensity) and reused by every
-candidate of it.
+Backbone outputs are extracted once per (backbone, input size, alignment) and reused by every candidate of it.
+`--intensity auto` is decided once, from train-clean's lighting (`auto_intensity`), not searched: val-clean's good
+images share the training lighting, so it cannot rank a lighting change.
 Ranking: val-clean image AUROC; candidates within `AUROC_TIE` of the best are ties, broken by the mean of
 val pixel AUROC and PRO (within `PIXEL_TIE`), then by speed (backbone + scoring ms per image).
 Options given explicitly (command line or config file) are held fixed. A candidate whose estimated cost
@@ -31,7 +30,7 @@ from linewatch.config import ConfigError, parse_size
 from linewatch.data import DataError, make_splits, scan_category
 from linewatch.features.catalog import LAYER_STRIDES
 from linewatch.features.geometry import resolve_image_size
-from linewatch.features.preprocess import INTENSITIES
+from linewatch.models.components.feature_memory import resolve_intensity
 from linewatch.models.registry import get_spec
 from linewatch.progress import Bars
 from linewatch.train.tune_cache import StageCache, evaluate, extract, layers_needed
@@ -86,9 +85,10 @@ class Search:
         if self.search is None:
             tunable = [s for s in ("patchcore", "padim") if get_spec(s).search is not None]
             raise ConfigError(f"--tune searches feature-memory detectors ({', '.join(tunable)}), not {self.kind!r}")
-        self.options, self.pinned, self.budget_s, self.bars = options, pinned, budget_s, bars
+        self.pinned, self.budget_s, self.bars = pinned, budget_s, bars
         category = scan_category(options["data"])
         self.splits = make_splits(category, seed=options["seed"])
+        self.options, self.intensity_auto = resolve_intensity(options, self.splits.train)
         if not any(s.label for s in self.splits.val):
             raise DataError(f"{category.root}: val-clean holds no defective image, so --tune has nothing to rank "
                             f"by; it needs defects under test/<type>/")
@@ -170,6 +170,7 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
     """Stage 1 over features, stage 2 over the detector's grid; returns the chosen options and the table."""
     bars = Bars(progress)
     search = Search(options, pinned, 60 * budget_min, bars)
+    options = search.options  # `--intensity auto` resolved
     spec_search = search.search
     base = {k: options[k] for k in options}
     best: Best | None = None
@@ -205,8 +206,6 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
             cache.release()
     if best is None:
         raise RuntimeError(f"the tuning budget of {budget_min} min allowed no candidate")
-    if "intensity" not in pinned:
-        best = _other_intensity(search, best, options)
     row1, cache, chosen = best
     reference_cost = spec_search.relative_cost(chosen)
     for extra in search.grid(chosen):
@@ -231,39 +230,16 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
         "budget_min": budget_min, "seconds": round(search.elapsed(), 1),
         "pinned": sorted(pinned & {"backbone", "image_size", "align", "intensity", "layers", *spec_search.grid}),
         "space": {"backbone": list(BACKBONES), "image_size": list(SIZES), "align": list(spec_search.aligns),
-                  "intensity": list(INTENSITIES),
+                  "intensity": [options["intensity"]],
                   "layers": [list(x) for x in spec_search.layers],
                   "grid": {k: list(v) for k, v in spec_search.grid.items()}},
+        **({"intensity_auto": search.intensity_auto} if search.intensity_auto else {}),
         "val_images": len(search.splits.val), "val_defective": int(sum(s.label for s in search.splits.val)),
         "chosen": {k: winner[k] for k in ("backbone", "image_size", "align", "intensity", "layers",
                                           *spec_search.grid)},
         "table": search.rows,
     }
     return TuneResult(chosen, search.rows, search.elapsed(), section)
-
-
-def _other_intensity(search: Search, best: Best, options: dict[str, Any]) -> Best:
-    """Stage 1's winner with the other intensity handling: one more extraction at its backbone and size, kept
-    only if it ranks higher. Standardising lifted magnetic tile and capsule but lowered transistor (README),
-    so val-clean decides, per category."""
-    row, cache, chosen = best
-    trial = {**chosen, "intensity": next(i for i in INTENSITIES if i != chosen["intensity"])}
-    final = _final_estimate(cache, row, options)
-    if not search.affordable(cache.seconds + row["seconds"], final):
-        search.record(1, trial, None, row["size_rule"], None, "skipped: budget")
-        return best
-    step = search.bars(len(search.splits.train) + len(search.splits.val),
-                       f"tune: {trial['backbone']} intensity {trial['intensity']}")
-    layers = layers_needed(search.search, trial, (trial["layers"],))
-    other = extract(trial["backbone"], tuple(trial["image_size"]), layers, search.splits.train, search.splits.val,
-                    trial, step)
-    candidate = search.record(1, trial, other, row["size_rule"], evaluate(search.search, trial, other), "done")
-    log.info("tune: %s", _describe(candidate))
-    if choose([row, candidate]) is candidate:
-        cache.release()
-        return candidate, other, trial
-    other.release()
-    return best
 
 
 def _describe(row: dict[str, Any]) -> str:
