@@ -60,6 +60,9 @@ def test_every_cell_trains_or_reuses_and_evaluates(bench: tuple[Path, str]) -> N
     global_cell = next(c for c in cells if c["category"] == "global")
     assert sorted(json.loads((Path(global_cell["folder"]) / "result.json").read_text())["evals"]) == [
         "synthetic", "synthetic_b"]
+    assert global_cell["options"]["intensity"] == "none"  # the config's global options over the detector's
+    manifest = json.loads((Path(global_cell["bundle"]) / "manifest.json").read_text())
+    assert manifest["training"]["options"]["intensity"] == "none"
 
 
 def test_adapted_cells_train_on_the_shifted_copy_with_the_same_split(bench: tuple[Path, str]) -> None:
@@ -118,7 +121,10 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
              ({"detectors": {"nope": {}}}, "'nope' is not one of"),
              ({"settings": ["clean", "rotated"]}, "settings must be some of"),
              ({"categories": {"x": "missing/folder"}}, "not a category folder"),
-             ({"detectors": {"patchcore": {"options": {"epochs": 3}}}}, "patchcore has no option(s) epochs")]
+             ({"detectors": {"patchcore": {"options": {"epochs": 3}}}}, "patchcore has no option(s) epochs"),
+             ({"global": {"options": {"patchcore": {"intensity": "bright"}}}}, "global.options.patchcore"),
+             ({"global": {"options": {"padim": {}}}}, "'padim' is not a detector of this grid"),
+             ({"global": {"seed": 3}}, "global: unknown key(s) seed")]
     for change, message in cases:
         path = tmp_path / "bad.yaml"
         path.write_text(yaml.safe_dump({**config, **change}))

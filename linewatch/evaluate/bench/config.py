@@ -46,6 +46,7 @@ class GlobalEntry:
     categories: tuple[str, ...]
     detectors: tuple[str, ...]
     settings: tuple[str, ...]
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # detector name -> option overrides
 
 
 @dataclass(frozen=True)
@@ -137,19 +138,28 @@ def _categories(path: Path, raw: Any, detectors: tuple[DetectorEntry, ...]) -> t
         data = Path(spec["data"]).expanduser()
         if not (data / "train" / "good").is_dir():
             raise _fail(path, f"categories.{name}: {data} is not a category folder (no train/good)")
-        options = spec.get("options") or {}
-        for detector, values in options.items():
-            if detector not in kinds:
-                raise _fail(path, f"categories.{name}.options: {detector!r} is not a detector of this grid")
-            check_options(path, kinds[detector], values, f"categories.{name}.options.{detector}")
-        entries.append(CategoryEntry(str(name), data.resolve(), {k: dict(v) for k, v in options.items()}))
+        entries.append(CategoryEntry(str(name), data.resolve(), _overrides(path, spec.get("options"), kinds,
+                                                                           f"categories.{name}.options")))
     return tuple(entries)
+
+
+def _overrides(path: Path, raw: Any, kinds: dict[str, str], where: str) -> dict[str, dict[str, Any]]:
+    """Per-detector option overrides ({detector: {option: value}}), each checked against its detector."""
+    overrides = raw or {}
+    for detector, values in overrides.items():
+        if detector not in kinds:
+            raise _fail(path, f"{where}: {detector!r} is not a detector of this grid")
+        check_options(path, kinds[detector], values, f"{where}.{detector}")
+    return {k: dict(v) for k, v in overrides.items()}
 
 
 def _global(path: Path, raw: Any, config_settings: tuple[str, ...], categories: tuple[CategoryEntry, ...],
             detectors: tuple[DetectorEntry, ...]) -> GlobalEntry | None:
     if raw is None:
         return None
+    unknown = set(raw) - {"categories", "detectors", "settings", "options"}
+    if unknown:
+        raise _fail(path, f"global: unknown key(s) {', '.join(sorted(unknown))}")
     names = {c.name for c in categories}
     members = tuple(raw.get("categories") or names)
     if len(members) < 2 or not set(members) <= names:
@@ -158,7 +168,8 @@ def _global(path: Path, raw: Any, config_settings: tuple[str, ...], categories: 
     if not set(chosen) <= {d.name for d in detectors}:
         raise _fail(path, f"global.detectors: {chosen!r} are not all detectors of this grid")
     settings = _settings(path, raw["settings"], "global") if "settings" in raw else config_settings
-    return GlobalEntry(members, chosen, settings)
+    options = _overrides(path, raw.get("options"), {d.name: d.kind for d in detectors}, "global.options")
+    return GlobalEntry(members, chosen, settings, options)
 
 
 def load_config(path: Path) -> BenchConfig:

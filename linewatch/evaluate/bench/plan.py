@@ -164,6 +164,7 @@ def plan(config: BenchConfig, out: Path, data: dict[str, Any]) -> list[dict[str,
         for name in model.detectors:
             detector = config.detector(name)
             for seed in detector.seeds:
-                cells += _settings_cells(config, out, GLOBAL, name, seed, dict(detector.options), model.settings,
+                cells += _settings_cells(config, out, GLOBAL, name, seed,
+                                         {**detector.options, **model.options.get(name, {})}, model.settings,
                                          train, evals, examples)
     return cells
