@@ -37,9 +37,14 @@ def anomaly_maps(patch_scores: np.ndarray, size: tuple[int, int], sigma: float =
     blurred by cv2 directly."""
     height, width = size
     scores = np.asarray(patch_scores, dtype=np.float32)
-    if 2 * scores.shape[1] <= height and 2 * scores.shape[2] <= width:
-        return spread_matrix(scores.shape[1], height, sigma).T @ scores @ spread_matrix(scores.shape[2], width, sigma)
     out = np.empty((len(scores), height, width), dtype=np.float32)
+    if 2 * scores.shape[1] <= height and 2 * scores.shape[2] <= width:
+        rows, cols = spread_matrix(scores.shape[1], height, sigma), spread_matrix(scores.shape[2], width, sigma)
+        # cv2's gemm (one thread in the runtime), not numpy's: OpenBLAS's idle threads spin on the cores the
+        # runtime's sources decode on (magnetic tile's config bundle: 22 -> 29 ms/frame through numpy).
+        for i, one in enumerate(scores):
+            out[i] = cv2.gemm(cv2.gemm(rows, one, 1, None, 0, flags=cv2.GEMM_1_T), cols, 1, None, 0)
+        return out
     ksize = blur_kernel_size(sigma)
     for i, one in enumerate(scores):
         up = cv2.resize(one, (width, height), interpolation=cv2.INTER_LINEAR)
