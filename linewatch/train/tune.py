@@ -88,10 +88,10 @@ class Search:
         self.pinned, self.budget_s, self.bars = pinned, budget_s, bars
         category = scan_category(options["data"])
         self.splits = make_splits(category, seed=options["seed"])
-        self.options, self.intensity_auto = resolve_intensity(options, self.splits.train)
         if not any(s.label for s in self.splits.val):
             raise DataError(f"{category.root}: val-clean holds no defective image, so --tune has nothing to rank "
                             f"by; it needs defects under test/<type>/")
+        self.options, self.intensity_auto = resolve_intensity(options, self.splits.train)
         self.start = time.perf_counter()
         self.rows: list[dict[str, Any]] = []
         self.ms_per_pixel: dict[str, float] = {}  # backbone -> extraction ms per image per input pixel
