@@ -6,6 +6,7 @@ evaluation and the export parity check use `reference_engine()` (the network in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,5 +115,8 @@ class Inspector:
     def image_size(self) -> tuple[int, int]:
         return self.io.size
 
-    def score(self, outputs: dict[str, np.ndarray], timings: dict[str, float] | None = None) -> Prediction:
-        return score_outputs(self.detector, outputs, self.io.size, self.blur_sigma, timings)
+    def score(self, outputs: dict[str, np.ndarray], timings: dict[str, float] | None = None,
+              warps: Sequence[np.ndarray | None] = ()) -> Prediction:
+        """Scores and maps of a batch; `warps` (the frames' alignments) leave out what they brought in."""
+        return score_outputs(self.detector, outputs, self.io.size, self.blur_sigma, timings,
+                             self.preprocessor.unseen(warps))

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from linewatch.batches import iter_batches
@@ -30,14 +31,18 @@ class Prediction:
 
 def score_outputs(
     detector: Detector, outputs: dict[str, np.ndarray], image_size: tuple[int, int], sigma: float,
-    timings: dict[str, float] | None = None,
+    timings: dict[str, float] | None = None, unseen: Sequence[np.ndarray | None] | None = None,
 ) -> Prediction:
     """Patch scores, blurred maps at the input size, image scores.
 
     `timings`, when given, receives milliseconds for `score` (detector) and `maps` (map post-processing).
+    `unseen` (per image, input pixels an alignment filled from outside the frame: `Preprocessor.unseen`)
+    leaves those patches out (`leave_out`).
     """
     start = time.perf_counter()
     patch = detector.patch_scores(outputs)
+    if unseen is not None:
+        patch = leave_out(patch, unseen)
     scored = time.perf_counter()
     maps = anomaly_maps(patch, image_size, sigma)
     scores = detector.image_scores(patch, maps, outputs).astype(np.float32)
@@ -45,6 +50,19 @@ def score_outputs(
         timings["score"] = 1000 * (scored - start)
         timings["maps"] = 1000 * (time.perf_counter() - scored)
     return Prediction(scores=scores, maps=maps)
+
+
+def leave_out(patch_scores: np.ndarray, unseen: Sequence[np.ndarray | None]) -> np.ndarray:
+    """Patch scores with every patch that overlaps an image's `unseen` pixels set to the median of its other
+    patches: neither the image score (a maximum) nor the map's regions can come from padding."""
+    patch_scores = np.array(patch_scores, dtype=np.float32)
+    for scores, mask in zip(patch_scores, unseen, strict=True):
+        if mask is None:
+            continue
+        grid = cv2.resize(mask.astype(np.float32), scores.shape[::-1], interpolation=cv2.INTER_AREA) > 0
+        if not grid.all():
+            scores[grid] = np.median(scores[~grid])
+    return patch_scores
 
 
 def predict_groups(
@@ -68,7 +86,8 @@ def predict_samples(
     """
     for batch in iter_batches(samples, preprocessor, batch_size):
         start = time.perf_counter()
-        prediction = score_outputs(detector, network(batch.inputs), preprocessor.size, sigma)
+        prediction = score_outputs(detector, network(batch.inputs), preprocessor.size, sigma,
+                                   unseen=preprocessor.unseen(batch.warps))
         if any(warp is not None for warp in batch.warps):
             maps = np.stack([preprocessor.restore(m, w) for m, w in zip(prediction.maps, batch.warps, strict=True)])
             prediction = Prediction(prediction.scores, maps)

@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from linewatch.bundle import BundleError, read_manifest
 from linewatch.data.synthetic import make_synthetic_category
 from linewatch.evaluate.cli import main as eval_main
-from linewatch.features.align import REFERENCE_FILE, Aligner, build_reference
+from linewatch.features.align import REFERENCE_FILE, Aligner, build_reference, margin_for
 from linewatch.features.preprocess import Preprocessor
 from linewatch.inspector import Inspector
+from linewatch.scoring import leave_out
 from linewatch.train.cli import main as train_main
 
 
@@ -81,6 +82,41 @@ def test_restore_puts_a_map_back_where_the_frame_had_it() -> None:
     assert abs(x - 40) <= 3 and abs(y - 90) <= 3
 
 
+def test_unseen_is_what_the_warp_brings_in_from_outside_the_frame_plus_the_margin() -> None:
+    reference = _part()
+    aligner = build_reference([reference])
+    warp = aligner.warp_matrix(_moved(reference, 8.0, (10.0, -6.0)))
+    assert warp is not None
+    # Independent reference: send every aligned pixel through the warp and ask whether it lands in the frame.
+    ys, xs = np.mgrid[0:128, 0:128].astype(np.float64)
+    fx = warp[0, 0] * xs + warp[0, 1] * ys + warp[0, 2]
+    fy = warp[1, 0] * xs + warp[1, 1] * ys + warp[1, 2]
+    outside = (fx < -0.5) | (fx > 127.5) | (fy < -0.5) | (fy > 127.5)
+    unseen = aligner.unseen(warp, (128, 128))
+    assert unseen is not None and 0.02 < outside.mean() < 0.3
+    assert (unseen != outside).mean() < 0.005
+    widened = Aligner(aligner.reference, aligner.downscale, margin=8).unseen(warp, (128, 128))
+    grown = cv2.dilate(outside.astype(np.uint8), np.ones((17, 17), np.uint8)).astype(bool)
+    assert widened is not None and (widened != grown).mean() < 0.005 and widened.sum() > 2 * unseen.sum()
+    assert aligner.unseen(np.eye(2, 3, dtype=np.float32), (128, 128)) is None
+    assert margin_for(("layer2", "layer3")) == 32 and margin_for(("layer1",)) == 8
+
+
+def test_left_out_patches_can_neither_raise_the_score_nor_mark_the_map() -> None:
+    rng = np.random.default_rng(0)
+    patch = rng.uniform(1, 2, (2, 8, 8)).astype(np.float32)
+    patch[:, 0, 0] = 50  # padding in the corner scores far above the part
+    patch[1, 5, 5] = 9  # a real defect on the second image
+    corner = np.zeros((64, 64), bool)
+    corner[:6, :6] = True  # touches exactly one 8 x 8 patch
+    kept = leave_out(patch, [corner, corner])
+    assert patch[0, 0, 0] == 50  # the caller's scores are not modified
+    assert kept[0, 0, 0] == pytest.approx(np.median(patch[0].ravel()[1:]))
+    assert kept[0].max() < 2 and kept[1].max() == 9
+    assert np.array_equal(kept[:, 1:], patch[:, 1:])
+    assert np.array_equal(leave_out(patch, [None, None]), patch)
+
+
 def test_aligner_settings_that_differ_are_refused(tmp_path: Path) -> None:
     section, name = build_reference([_part()]).save(tmp_path)
     assert name == REFERENCE_FILE and Aligner.load(tmp_path, section).reference.shape == (64, 64)
@@ -97,8 +133,10 @@ def test_aligned_padim_bundle_reports_regions_on_the_rotated_frame(tmp_path: Pat
     assert result.exit_code == 0, result.output
     manifest = read_manifest(bundle)
     assert manifest["preprocess"]["align"]["method"] == "ecc" and REFERENCE_FILE in manifest["files"]
+    layers = manifest["network"]["params"]["layers"]
+    assert manifest["preprocess"]["align"]["margin_px"] == margin_for(layers) > 0
     inspector = Inspector.from_bundle(bundle)
-    assert inspector.preprocessor.align is not None
+    assert inspector.preprocessor.align is not None and inspector.preprocessor.align.margin == margin_for(layers)
 
     # A defective part rotated by 8 degrees: its map must come back in the rotated frame's pixels.
     image = cv2.cvtColor(cv2.imread(str(next((category / "test" / "hole").glob("*.png")))), cv2.COLOR_BGR2RGB)

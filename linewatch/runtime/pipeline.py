@@ -184,7 +184,7 @@ class Runtime:
         outputs = self.engine(inputs)
         t2 = time.perf_counter()
         timings: dict[str, float] = {}
-        prediction = self.inspector.score(outputs, timings)
+        prediction = self.inspector.score(outputs, timings, [f.warp for f in frames])
         prepared = sum(f.preprocess_ms for f in frames)
         shared = {"preprocess": (prepared + 1000 * (t1 - t0)) / count, "network": 1000 * (t2 - t1) / count,
                   "score": timings["score"] / count}

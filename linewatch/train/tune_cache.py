@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -19,6 +19,7 @@ import torch
 
 from linewatch.batches import iter_batches
 from linewatch.data import Sample, read_mask
+from linewatch.features.align import margin_for
 from linewatch.features.extractor import FeatureConfig, FeatureExtractor, build_extractor
 from linewatch.features.preprocess import Preprocessor
 from linewatch.metrics import auroc, pixel_auroc, pro_area, pro_curve
@@ -67,7 +68,7 @@ def extract(backbone: str, size: tuple[int, int], layers: tuple[str, ...], train
     torch.manual_seed(options["seed"])
     config = FeatureConfig(backbone=backbone, layers=layers, image_size=size, seed=options["seed"])
     extractor, _ = build_extractor(config, options["weights"])
-    preprocess = preprocessor_for(options, train, size)
+    preprocess = preprocessor_for(options, train, size, layers)
     masks: list[np.ndarray | None] = []
     warps: list[np.ndarray | None] = []
 
@@ -120,15 +121,18 @@ def fit_and_score(search: FeatureSearch, options: dict[str, Any], cache: StageCa
     batch = options["batch_size"]
     detector = search.fit(options, _features(head, cache.train, batch), None)
     fitted = time.perf_counter()
+    preprocess = cache.preprocess
+    if preprocess.align is not None:  # the margin the candidate's own layers give (`margin_for`)
+        preprocess = replace(preprocess, align=replace(preprocess.align, margin=margin_for(config.layers)))
     scores, maps, score_ms = [], [], 0.0
     for features in _features(head, cache.val, batch):
         timings: dict[str, float] = {}
+        warps = cache.val_warps[len(maps) : len(maps) + len(features)]
         prediction = score_outputs(detector, {"features": features}, config.image_size, options["blur_sigma"],
-                                   timings)
+                                   timings, preprocess.unseen(warps))
         score_ms += timings["score"] + timings["maps"]
         scores.append(prediction.scores)
-        warps = cache.val_warps[len(maps) : len(maps) + len(prediction.maps)]
-        maps.extend(cache.preprocess.restore(m, w) for m, w in zip(prediction.maps, warps, strict=True))
+        maps.extend(preprocess.restore(m, w) for m, w in zip(prediction.maps, warps, strict=True))
     return Scored(np.concatenate(scores), maps, fitted - start, time.perf_counter() - start,
                   score_ms / len(cache.val_labels), config.out_dims)
 
