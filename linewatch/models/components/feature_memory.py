@@ -28,6 +28,9 @@ FEATURE_OPTIONS: dict[str, Option] = {
                         help="standardize: bring each frame's channels to one mean and contrast before the network, "
                              "for lines whose lighting or exposure varies (magnetic tile: 0.916 -> 0.942); auto: "
                              f"standardize when the training images' mean brightness varies by > {AUTO_SPREAD:.0%}."),
+    "photometric_copies": Option(int, 0, minimum=0, maximum=8,
+                      help="Also fit on this many photometric copies of every training image (lighting, blur, "
+                           "sensor noise: linewatch.data.augment), for lines whose camera conditions drift."),
     "val_goods": Option(bool, True,
                         help="Also fit on val-clean's good images (every good image, as anomalib does); each is "
                              "calibrated by a model fitted without it (2 folds), so thresholds stay unbiased."),
@@ -105,18 +108,21 @@ def fit_feature_memory(
     torch.manual_seed(context.options["seed"])
     extractor, weights = build_extractor(config, context.options["weights"])
     options, intensity_auto = resolve_intensity(context.options, context.splits.train)
-    preprocess = preprocessor_for(options, context.splits.train, config.image_size)
+    preprocess = preprocessor_for(options, context.splits.train, config.image_size, config.layers)
     goods = [s for s in context.splits.val if not s.label] if context.options.get("val_goods") else []
-    step = context.bars(len(context.splits.train) + len(goods), "features")
+    train_samples = context.splits.train
+    copies = len(train_samples) * int(options.get("photometric_copies") or 0)
+    step = context.bars(len(train_samples) + copies + len(goods), "features")
 
-    def features_of(samples: list[Any]) -> Iterator[np.ndarray]:
+    def features_of(samples: list[Any], transform: Any = None) -> Iterator[np.ndarray]:
         return memory_features(samples, preprocess, context.options["batch_size"],
-                               lambda inputs: run_network(extractor, inputs, "cpu", ("features",))["features"], step)
+                               lambda inputs: run_network(extractor, inputs, "cpu", ("features",))["features"], step,
+                               transform)
 
     if not goods:
-        detector, calibration = fit(features_of(context.splits.train)), []
+        detector, calibration = fit(train_features(train_samples, features_of, options)), []
     else:
-        train = list(features_of(context.splits.train))
+        train = list(train_features(train_samples, features_of, options))
         per_good = per_image(features_of(goods))
         detector = fit(iter([*train, *per_good]))
         calibration = held_out_fits(fit, train, goods, per_good)
@@ -127,7 +133,8 @@ def fit_feature_memory(
         {"mean": list(spec.mean), "std": list(spec.std), "where": "inside the network"},
         pretrained={"source": weights.source, "sha256": weights.sha256},
     )
-    facts = {"memory_images": len(context.splits.train) + len(goods), "val_goods_in_memory": len(goods),
+    facts = {"memory_images": len(train_samples) + copies + len(goods), "val_goods_in_memory": len(goods),
+             **({"photometric_copies": copies} if copies else {}),
              "val_goods_calibration": f"{VAL_GOOD_FOLDS}-fold cross-fit" if goods else None,
              **({"intensity_auto": intensity_auto} if intensity_auto else {})}
     return Fitted(network=extractor, network_section=section, detector=detector, aligner=preprocess.align,
@@ -138,15 +145,26 @@ Scorers = list[tuple[list[Any], Detector]]  # val-clean samples, each group with
 
 
 def memory_features(samples: list[Any], preprocess: Any, batch_size: int, network: Callable[[np.ndarray], np.ndarray],
-                    step: Callable[[int], None] | None) -> Iterator[np.ndarray]:
+                    step: Callable[[int], None] | None, transform: Any = None) -> Iterator[np.ndarray]:
     """Feature batches of `samples`, as training fits the memory on them. `calibration_scorers` refits through
     the same batches, which is what makes its detectors equal training's to the last float."""
     from linewatch.batches import iter_batches
 
-    for batch in iter_batches(samples, preprocess, batch_size):
+    for batch in iter_batches(samples, preprocess, batch_size, transform=transform):
         yield network(batch.inputs)
         if step:
             step(len(batch.samples))
+
+
+def train_features(train: list[Any], features_of: Callable[..., Iterator[np.ndarray]],
+                   options: dict[str, Any]) -> Iterator[np.ndarray]:
+    """Train-clean's feature batches, then those of each of its `photometric_copies`
+    (`data.augment.perturbed`, seeded by copy, seed and path)."""
+    from linewatch.data.augment import perturbed
+
+    yield from features_of(train)
+    for copy in range(1, int(options.get("photometric_copies") or 0) + 1):
+        yield from features_of(train, lambda image, sample, c=copy: perturbed(image, sample, c, options["seed"]))
 
 
 def per_image(batches: Iterator[np.ndarray]) -> list[np.ndarray]:
@@ -186,16 +204,17 @@ def calibration_scorers(inspector: Any, val: list[Any], train: list[Any],
                           f"split lists {len(goods)}; evaluate it on the data it was trained on")
     options = {**training["options"], "device": "cpu"}
     engine = inspector.reference_engine()
-    step = bars(len(train) + len(goods), "held-out features") if bars else None
+    count = len(train) * (1 + int(options.get("photometric_copies") or 0)) + len(goods)
+    step = bars(count, "held-out features") if bars else None
 
-    def features_of(samples: list[Any]) -> Iterator[np.ndarray]:
+    def features_of(samples: list[Any], transform: Any = None) -> Iterator[np.ndarray]:
         return memory_features(samples, inspector.preprocessor, options["batch_size"],
-                               lambda inputs: engine(inputs)["features"], step)
+                               lambda inputs: engine(inputs)["features"], step, transform)
 
     search = get_spec(inspector.detector.kind).search
     per_good = per_image(features_of(goods))
-    folds = held_out_fits(lambda features: search.fit(options, features, None), list(features_of(train)), goods,
-                          per_good)
+    folds = held_out_fits(lambda features: search.fit(options, features, None),
+                          list(train_features(train, features_of, options)), goods, per_good)
     return calibration_groups(val, inspector.detector, folds)
 
 
@@ -207,9 +226,11 @@ def calibration_groups(val: list[Any], detector: Detector, held_out: Scorers) ->
     return [(unseen, detector), *held_out] if unseen else list(held_out)
 
 
-def preprocessor_for(options: dict[str, Any], train: Any, size: tuple[int, int]) -> Any:
-    """The preprocessing `--align` and a resolved `--intensity` ask for, at the model size (3 channels)."""
-    return Preprocessor(size, align=aligner_for(options, train, size), intensity=options.get("intensity", "none"))
+def preprocessor_for(options: dict[str, Any], train: Any, size: tuple[int, int], layers: tuple[str, ...]) -> Any:
+    """The preprocessing `--align` and a resolved `--intensity` ask for, at the model size (3 channels); the
+    alignment's unscored margin follows the coarsest of `layers`."""
+    return Preprocessor(size, align=aligner_for(options, train, size, layers),
+                        intensity=options.get("intensity", "none"))
 
 
 def resolve_intensity(options: dict[str, Any], train: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -226,10 +247,10 @@ def resolve_intensity(options: dict[str, Any], train: Any) -> tuple[dict[str, An
                                               "images": len(picked), "chosen": chosen}
 
 
-def aligner_for(options: dict[str, Any], train: Any, size: tuple[int, int]) -> Any:
+def aligner_for(options: dict[str, Any], train: Any, size: tuple[int, int], layers: tuple[str, ...]) -> Any:
     """The reference-view aligner `--align` asks for, built from train-clean at the model size, or None."""
     if options.get("align", "none") == "none":
         return None
-    from linewatch.features.align import reference_from_samples
+    from linewatch.features.align import margin_for, reference_from_samples
 
-    return reference_from_samples(train, size, options["align"])
+    return reference_from_samples(train, size, options["align"], margin_for(layers))
