@@ -123,3 +123,22 @@ def test_a_given_intensity_is_held_and_standardize_reaches_the_bundle(category: 
     assert [(r["intensity"], r["status"]) for r in result.rows] == [("standardize", "chosen")]
     assert result.options["intensity"] == "standardize" and "intensity" in result.section["pinned"]
     assert "intensity_auto" not in result.section
+
+
+def test_candidates_are_fitted_on_the_photometric_copies_training_adds(category: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--photometric-copies` is held, and every candidate's memory holds the copies `inspect-train` adds."""
+    import linewatch.train.tune_cache as tune_cache
+
+    drawn: list[tuple[str, int]] = []
+    original = tune_cache.perturbed
+    monkeypatch.setattr(tune_cache, "perturbed",
+                        lambda image, sample, copy, seed: drawn.append((sample.rel, copy)) or original(
+                            image, sample, copy, seed))
+    options = _options(category, tmp_path / "b", image_size=64, backbone="efficientnet_lite0", layers=("layer2",),
+                       coreset_ratio=0.1, projection_dims=None, photometric_copies=2)
+    pinned = {"image_size", "backbone", "weights", "layers", "coreset_ratio", "projection_dims", "photometric_copies"}
+    result = run_search(options, pinned, budget_min=5, progress=False)
+    train = make_splits(scan_category(category)).train
+    assert sorted(drawn) == sorted((s.rel, copy) for s in train for copy in (1, 2))
+    assert result.options["photometric_copies"] == 2

@@ -184,7 +184,8 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
                 search.record(1, {**candidate, "layers": layers}, None, rule, None, "skipped: budget")
             continue
         needed = layers_needed(spec_search, candidate, layer_sets)
-        step = bars(len(search.splits.train) + len(search.splits.val), f"tune: {backbone} {size[0]}x{size[1]} "
+        images = len(search.splits.train) * (1 + int(options.get("photometric_copies") or 0)) + len(search.splits.val)
+        step = bars(images, f"tune: {backbone} {size[0]}x{size[1]} "
                     f"align {align}")
         cache = extract(backbone, size, needed, search.splits.train, search.splits.val, options, step)
         search.ms_per_pixel.setdefault(backbone, cache.ms_per_image / (size[0] * size[1]))

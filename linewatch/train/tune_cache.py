@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 import torch
 
-from linewatch.batches import iter_batches
+from linewatch.batches import Transform, iter_batches
 from linewatch.data import Sample, read_mask
+from linewatch.data.augment import perturbed
 from linewatch.features.align import margin_for
 from linewatch.features.extractor import FeatureConfig, FeatureExtractor, build_extractor
 from linewatch.features.preprocess import Preprocessor
@@ -48,9 +49,10 @@ class StageCache:
 
 
 def _stages(extractor: FeatureExtractor, samples: Sequence[Sample], preprocess: Preprocessor, batch_size: int,
-            on_batch: Callable[[Any], None], step: Callable[[int], None] | None) -> dict[str, torch.Tensor]:
+            on_batch: Callable[[Any], None], step: Callable[[int], None] | None,
+            transform: Transform | None = None) -> dict[str, torch.Tensor]:
     outputs: dict[str, list[torch.Tensor]] = {layer: [] for layer in extractor.config.layers}
-    for batch in iter_batches(samples, preprocess, batch_size):
+    for batch in iter_batches(samples, preprocess, batch_size, transform=transform):
         with torch.inference_mode():
             maps = extractor.stages(torch.from_numpy(batch.inputs))
         for layer, tensor in zip(extractor.config.layers, maps, strict=True):
@@ -63,7 +65,8 @@ def _stages(extractor: FeatureExtractor, samples: Sequence[Sample], preprocess: 
 
 def extract(backbone: str, size: tuple[int, int], layers: tuple[str, ...], train: Sequence[Sample],
             val: Sequence[Sample], options: dict[str, Any], step: Callable[[int], None] | None = None) -> StageCache:
-    """Run the pretrained backbone once over train-clean and val-clean, keeping every stage in `layers`."""
+    """Run the pretrained backbone once over train-clean (and its `--photometric-copies`) and val-clean,
+    keeping every stage in `layers`."""
     start = time.perf_counter()
     torch.manual_seed(options["seed"])
     config = FeatureConfig(backbone=backbone, layers=layers, image_size=size, seed=options["seed"])
@@ -85,12 +88,16 @@ def extract(backbone: str, size: tuple[int, int], layers: tuple[str, ...], train
 
     batch_size = options["batch_size"]
     built = time.perf_counter()
-    train_maps = _stages(extractor, train, preprocess, batch_size, lambda _: None, step)
+    parts = [_stages(extractor, train, preprocess, batch_size, lambda _: None, step)]
+    for copy in range(1, int(options.get("photometric_copies") or 0) + 1):  # as `train_features` fits them
+        parts.append(_stages(extractor, train, preprocess, batch_size, lambda _: None, step,
+                             lambda image, sample, c=copy: perturbed(image, sample, c, options["seed"])))
+    train_maps = {layer: torch.cat([part[layer] for part in parts]) for layer in parts[0]}
     val_maps = _stages(extractor, val, preprocess, batch_size, keep_masks, step)
     labels = np.array([s.label for s in val])
     end = time.perf_counter()
     return StageCache(backbone, size, train_maps, val_maps, labels, masks, preprocess, warps, end - start,
-                      1000 * (end - built) / (len(train) + len(val)))
+                      1000 * (end - built) / (len(train) * len(parts) + len(val)))
 
 
 def _features(head: FeatureExtractor, maps: dict[str, torch.Tensor], batch: int) -> Iterator[np.ndarray]:
