@@ -12,7 +12,7 @@ A warp also brings in content the camera never saw (the replicated border where 
 near it describe the padding, not the part, so `unseen` marks the input pixels within `margin` pixels of
 it, and scoring leaves those patches out (`scoring.score_outputs`). The margin is two cells of the coarsest
 feature layer (`margin_for`): without it, a rotated good part scored highest in its corners (transistor,
-rotated +-10 degrees: image AUROC 0.65; with the margin 0.98).
+rotated +-10 degrees, test-clean: image AUROC 0.636; with the margin 0.998).
 """
 
 from __future__ import annotations
