@@ -43,11 +43,8 @@ def config_of(options: dict[str, Any]) -> Any:
 def fit_features(options: dict[str, Any], features: Iterator[np.ndarray], bars: Any) -> Detector:
     from linewatch.models.patchcore.model import PatchCore, PatchCoreParams
 
-    # Photometric copies widen what the bank is chosen from, not its size: it keeps `coreset_ratio` of the
-    # training images' patches (a bank K + 1 times larger made magnetic tile's coreset (K + 1)^2 slower).
-    ratio = options["coreset_ratio"] / (1 + int(options.get("photometric_copies") or 0))
     params = PatchCoreParams(
-        coreset_ratio=ratio, coreset_dims=options["coreset_dims"], k=options["knn"],
+        coreset_ratio=options["coreset_ratio"], coreset_dims=options["coreset_dims"], k=options["knn"],
         index=options["index"], reweight=options["reweight"], seed=options["seed"],
     )
     return PatchCore.fit(features, params, progress=bars, device=options["device"])
