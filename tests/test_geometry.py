@@ -15,12 +15,13 @@ from click.testing import CliRunner
 
 from linewatch.bundle import read_manifest
 from linewatch.config import AutoSize, ConfigError
-from linewatch.data import scan_category
+from linewatch.data import read_image, scan_category
 from linewatch.data.synthetic import make_synthetic_category
 from linewatch.evaluate.cli import main as eval_main
 from linewatch.export.cli import main as export_main
 from linewatch.features.extractor import FeatureConfig, build_extractor
 from linewatch.features.geometry import auto_input_size, median_aspect
+from linewatch.inspector import Inspector
 from linewatch.runtime.listen import listen
 from linewatch.runtime.pipeline import RunOptions, Runtime
 from linewatch.train.cli import main as train_main
@@ -146,6 +147,11 @@ def test_auto_sized_bundle_trains_exports_and_runs_with_eval_parity(case: str, c
     assert metrics["image_auroc"] > 0.85 and metrics["pixel_auroc"] > 0.8
     assert np.load(next((report / "maps").rglob("*.npy"))).shape == SHAPE
 
+    if "aligned" in case:  # parity must cover frames whose warp brings in padding that scoring leaves out
+        inspector = Inspector.from_bundle(bundle)
+        frames = sorted((category / "test").rglob("*.png"))
+        warps = [inspector.preprocessor.prepare(read_image(path))[1] for path in frames]
+        assert sum(mask is not None for mask in inspector.preprocessor.unseen(warps) or []) >= 3
     headers = _run(bundle, category / "test")
     with open(report / "scores.csv") as handle:
         expected = {row["path"]: float(row["score"]) for row in csv.DictReader(handle)}
