@@ -29,8 +29,9 @@ FEATURE_OPTIONS: dict[str, Option] = {
                              "for lines whose lighting or exposure varies (magnetic tile: 0.916 -> 0.942); auto: "
                              f"standardize when the training images' mean brightness varies by > {AUTO_SPREAD:.0%}."),
     "photometric_copies": Option(int, 0, minimum=0, maximum=8,
-                      help="Also fit on this many photometric copies of every training image (lighting, blur, "
-                           "sensor noise: linewatch.data.augment), for lines whose camera conditions drift."),
+                                 help="Also fit on this many photometric copies of every training image (lighting, "
+                                      "blur, sensor noise: linewatch.data.augment), for lines whose camera "
+                                      "conditions drift."),
     "val_goods": Option(bool, True,
                         help="Also fit on val-clean's good images (every good image, as anomalib does); each is "
                              "calibrated by a model fitted without it (2 folds), so thresholds stay unbiased."),
