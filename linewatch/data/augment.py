@@ -12,6 +12,7 @@ Draws are seeded by the copy, the run's seed and the image's relative path, so a
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +23,9 @@ AUGMENT_RANGES = ShiftRanges(brightness=(0.8, 1.2), contrast=(0.8, 1.2), saturat
                              blur_kernel=(1, 5), noise_sigma=(0.0, 0.05))
 
 
-def augment_params(sample: Sample, copy: int, seed: int) -> dict:
-    """The photometric draw of `copy` (1..K) of `sample`."""
+def augment_params(sample: Sample, copy: int, seed: int) -> dict[str, Any]:
+    """The photometric draw of `copy` (1..K) of `sample` (the geometric draws are made but never applied, so
+    the frame size they are drawn for does not matter)."""
     rng = np.random.default_rng([seed, copy, zlib.crc32(sample.rel.encode())])
     return draw_params(rng, (8, 8), AUGMENT_RANGES, vignetting=False)
 
