@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from linewatch.data.dataset import Sample
-from linewatch.data.shift import ShiftRanges, draw_params, photometric
+from linewatch.data.shift import ShiftRanges, draw_params, is_grey, photometric
 
 AUGMENT_RANGES = ShiftRanges(brightness=(0.8, 1.2), contrast=(0.8, 1.2), saturation=(0.8, 1.2),
                              blur_kernel=(1, 5), noise_sigma=(0.0, 0.05))
@@ -32,5 +32,4 @@ def augment_params(sample: Sample, copy: int, seed: int) -> dict[str, Any]:
 
 def perturbed(image: np.ndarray, sample: Sample, copy: int, seed: int) -> np.ndarray:
     """`image` (RGB uint8) as copy `copy` of `sample` sees it."""
-    grey = bool((image[:, :, 0] == image[:, :, 1]).all() and (image[:, :, 1] == image[:, :, 2]).all())
-    return photometric(image, augment_params(sample, copy, seed), grey)
+    return photometric(image, augment_params(sample, copy, seed), is_grey(image))

@@ -102,6 +102,11 @@ def warp(image: np.ndarray, matrix: np.ndarray, nearest: bool = False) -> np.nda
     return cv2.warpAffine(image, matrix, (width, height), flags=flags, borderMode=cv2.BORDER_REFLECT_101)
 
 
+def is_grey(image: np.ndarray) -> bool:
+    """An RGB image whose three channels are equal (a grey picture decoded as RGB): noise stays grey on it."""
+    return bool((image[:, :, 0] == image[:, :, 1]).all() and (image[:, :, 1] == image[:, :, 2]).all())
+
+
 def photometric(image: np.ndarray, params: dict[str, Any], grey: bool) -> np.ndarray:
     """Brightness, contrast, saturation, blur, vignetting, then sensor noise; uint8 RGB in and out."""
     x = image.astype(np.float32) * params["brightness"]
@@ -149,7 +154,7 @@ def shift_sample(sample: Sample, category: Category, out: Path, seed: int, range
     size = image.shape[:2]
     rng = np.random.default_rng([seed, zlib.crc32(sample.rel.encode())])
     params = draw_params(rng, size, ranges, vignetting)
-    grey = bool((image[:, :, 0] == image[:, :, 1]).all() and (image[:, :, 1] == image[:, :, 2]).all())
+    grey = is_grey(image)
     params["grey"] = grey
     rel_mask = sample.mask.relative_to(category.root).with_suffix(".png") if sample.mask is not None else None
     if rel_mask is not None:
