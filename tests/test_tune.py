@@ -128,11 +128,11 @@ def test_a_given_intensity_is_held_and_standardize_reaches_the_bundle(category: 
 def test_candidates_are_fitted_on_the_photometric_copies_training_adds(category: Path, tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """`--photometric-copies` is held, and every candidate's memory holds the copies `inspect-train` adds."""
-    import linewatch.train.tune_cache as tune_cache
+    import linewatch.data.augment as augment
 
     drawn: list[tuple[str, int]] = []
-    original = tune_cache.perturbed
-    monkeypatch.setattr(tune_cache, "perturbed",
+    original = augment.perturbed
+    monkeypatch.setattr(augment, "perturbed",
                         lambda image, sample, copy, seed: drawn.append((sample.rel, copy)) or original(
                             image, sample, copy, seed))
     options = _options(category, tmp_path / "b", image_size=64, backbone="efficientnet_lite0", layers=("layer2",),

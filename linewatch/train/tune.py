@@ -30,7 +30,7 @@ from linewatch.config import ConfigError, parse_size
 from linewatch.data import DataError, make_splits, scan_category
 from linewatch.features.catalog import LAYER_STRIDES
 from linewatch.features.geometry import resolve_image_size
-from linewatch.models.components.feature_memory import resolve_intensity
+from linewatch.models.components.feature_memory import memory_transforms, resolve_intensity
 from linewatch.models.registry import get_spec
 from linewatch.progress import Bars
 from linewatch.train.tune_cache import StageCache, evaluate, extract, layers_needed
@@ -184,7 +184,7 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
                 search.record(1, {**candidate, "layers": layers}, None, rule, None, "skipped: budget")
             continue
         needed = layers_needed(spec_search, candidate, layer_sets)
-        images = len(search.splits.train) * (1 + int(options.get("photometric_copies") or 0)) + len(search.splits.val)
+        images = len(search.splits.train) * len(memory_transforms(options)) + len(search.splits.val)
         step = bars(images, f"tune: {backbone} {size[0]}x{size[1]} "
                     f"align {align}")
         cache = extract(backbone, size, needed, search.splits.train, search.splits.val, options, step)

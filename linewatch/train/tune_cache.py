@@ -19,12 +19,11 @@ import torch
 
 from linewatch.batches import Transform, iter_batches
 from linewatch.data import Sample, read_mask
-from linewatch.data.augment import perturbed
 from linewatch.features.align import margin_for
 from linewatch.features.extractor import FeatureConfig, FeatureExtractor, build_extractor
 from linewatch.features.preprocess import Preprocessor
 from linewatch.metrics import auroc, pixel_auroc, pro_area, pro_curve
-from linewatch.models.components.feature_memory import FeatureSearch, preprocessor_for
+from linewatch.models.components.feature_memory import FeatureSearch, memory_transforms, preprocessor_for
 from linewatch.scoring import score_outputs
 
 
@@ -88,10 +87,8 @@ def extract(backbone: str, size: tuple[int, int], layers: tuple[str, ...], train
 
     batch_size = options["batch_size"]
     built = time.perf_counter()
-    parts = [_stages(extractor, train, preprocess, batch_size, lambda _: None, step)]
-    for copy in range(1, int(options.get("photometric_copies") or 0) + 1):  # as `train_features` fits them
-        parts.append(_stages(extractor, train, preprocess, batch_size, lambda _: None, step,
-                             lambda image, sample, c=copy: perturbed(image, sample, c, options["seed"])))
+    parts = [_stages(extractor, train, preprocess, batch_size, lambda _: None, step, transform)
+             for transform in memory_transforms(options)]
     train_maps = {layer: torch.cat([part[layer] for part in parts]) for layer in parts[0]}
     val_maps = _stages(extractor, val, preprocess, batch_size, keep_masks, step)
     labels = np.array([s.label for s in val])

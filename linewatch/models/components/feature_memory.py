@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from linewatch.features.catalog import BACKBONES, get_spec
 from linewatch.features.preprocess import AUTO_SPREAD, INTENSITY_CHOICES, Preprocessor, auto_intensity, lighting_spread
 from linewatch.models.base import Detector, FitContext, Fitted
 from linewatch.models.network import network_section
+
+if TYPE_CHECKING:
+    from linewatch.batches import Transform
 
 FEATURE_OPTIONS: dict[str, Option] = {
     "backbone": Option(str, "efficientnet_lite0", choices=tuple(BACKBONES),
@@ -112,10 +116,10 @@ def fit_feature_memory(
     preprocess = preprocessor_for(options, context.splits.train, config.image_size, config.layers)
     goods = [s for s in context.splits.val if not s.label] if context.options.get("val_goods") else []
     train_samples = context.splits.train
-    copies = len(train_samples) * int(options.get("photometric_copies") or 0)
+    copies = len(train_samples) * (len(memory_transforms(options)) - 1)
     step = context.bars(len(train_samples) + copies + len(goods), "features")
 
-    def features_of(samples: list[Any], transform: Any = None) -> Iterator[np.ndarray]:
+    def features_of(samples: list[Any], transform: Transform | None = None) -> Iterator[np.ndarray]:
         return memory_features(samples, preprocess, context.options["batch_size"],
                                lambda inputs: run_network(extractor, inputs, "cpu", ("features",))["features"], step,
                                transform)
@@ -146,7 +150,7 @@ Scorers = list[tuple[list[Any], Detector]]  # val-clean samples, each group with
 
 
 def memory_features(samples: list[Any], preprocess: Any, batch_size: int, network: Callable[[np.ndarray], np.ndarray],
-                    step: Callable[[int], None] | None, transform: Any = None) -> Iterator[np.ndarray]:
+                    step: Callable[[int], None] | None, transform: Transform | None = None) -> Iterator[np.ndarray]:
     """Feature batches of `samples`, as training fits the memory on them. `calibration_scorers` refits through
     the same batches, which is what makes its detectors equal training's to the last float."""
     from linewatch.batches import iter_batches
@@ -157,15 +161,21 @@ def memory_features(samples: list[Any], preprocess: Any, batch_size: int, networ
             step(len(batch.samples))
 
 
-def train_features(train: list[Any], features_of: Callable[..., Iterator[np.ndarray]],
-                   options: dict[str, Any]) -> Iterator[np.ndarray]:
-    """Train-clean's feature batches, then those of each of its `photometric_copies`
-    (`data.augment.perturbed`, seeded by copy, seed and path)."""
+def memory_transforms(options: dict[str, Any]) -> list[Transform | None]:
+    """How train-clean enters the memory: as it is (None), then once per `--photometric-copies` copy
+    (`data.augment.perturbed`, seeded by copy, seed and path). Training, the calibration refit and the
+    tuner's cache all read train-clean through these, so they hold the same copies."""
     from linewatch.data.augment import perturbed
 
-    yield from features_of(train)
-    for copy in range(1, int(options.get("photometric_copies") or 0) + 1):
-        yield from features_of(train, lambda image, sample, c=copy: perturbed(image, sample, c, options["seed"]))
+    copies = int(options.get("photometric_copies") or 0)  # bundles from before the option lack it
+    return [None, *(partial(perturbed, copy=copy, seed=options["seed"]) for copy in range(1, copies + 1))]
+
+
+def train_features(train: list[Any], features_of: Callable[..., Iterator[np.ndarray]],
+                   options: dict[str, Any]) -> Iterator[np.ndarray]:
+    """Train-clean's feature batches, then those of each of its photometric copies (`memory_transforms`)."""
+    for transform in memory_transforms(options):
+        yield from features_of(train, transform)
 
 
 def per_image(batches: Iterator[np.ndarray]) -> list[np.ndarray]:
@@ -205,10 +215,10 @@ def calibration_scorers(inspector: Any, val: list[Any], train: list[Any],
                           f"split lists {len(goods)}; evaluate it on the data it was trained on")
     options = {**training["options"], "device": "cpu"}
     engine = inspector.reference_engine()
-    count = len(train) * (1 + int(options.get("photometric_copies") or 0)) + len(goods)
+    count = len(train) * len(memory_transforms(options)) + len(goods)
     step = bars(count, "held-out features") if bars else None
 
-    def features_of(samples: list[Any], transform: Any = None) -> Iterator[np.ndarray]:
+    def features_of(samples: list[Any], transform: Transform | None = None) -> Iterator[np.ndarray]:
         return memory_features(samples, inspector.preprocessor, options["batch_size"],
                                lambda inputs: engine(inputs)["features"], step, transform)
 
