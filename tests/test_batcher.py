@@ -11,7 +11,8 @@ import numpy as np
 
 from linewatch.runtime.batcher import Batcher
 from linewatch.runtime.frames import Frame
-from linewatch.runtime.sources import FrameBuffer, SourceSet, parse_sources
+from linewatch.runtime.source_spec import parse_sources
+from linewatch.runtime.sources import FrameBuffer, SourceSet
 
 
 def _frame(index: int, source: str = "s") -> Frame:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from linewatch.runtime.frames import Frame
-from linewatch.runtime.sources import SourceSet, SourceSpec, parse_source, parse_sources
+from linewatch.runtime.source_spec import SourceSpec, parse_source, parse_sources
+from linewatch.runtime.sources import SourceSet
 
 VIDEO_FRAMES = 12
 

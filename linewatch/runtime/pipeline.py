@@ -29,7 +29,8 @@ from linewatch.runtime.journal import Journal, JournalError
 from linewatch.runtime.messages import build_header
 from linewatch.runtime.postprocess import encode_frame_jpeg, encode_heatmap, find_regions, heatmap_stride
 from linewatch.runtime.publisher import DEFAULT_ADDRESS, SNDHWM, Publisher
-from linewatch.runtime.sources import SourceSet, parse_sources
+from linewatch.runtime.source_spec import parse_sources
+from linewatch.runtime.sources import SourceSet
 from linewatch.runtime.stats import RuntimeStats
 
 log = logging.getLogger(__name__)
