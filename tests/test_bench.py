@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -181,8 +182,11 @@ def test_tiny_grid_runs_as_tasks_on_a_local_ray_instance(tmp_path: Path) -> None
         ray.shutdown()
     assert result.exit_code == 0, result.output
     assert "[2/2]" in result.output and "2 of 2 cells finished" in result.output
+    clean = json.loads((tmp_path / "out/cells/synthetic/patchcore/clean-s0/result.json").read_text())
     shift = json.loads((tmp_path / "out/cells/synthetic/patchcore/shift-s0/result.json").read_text())
     assert shift["status"] == "ok" and shift["evals"]["synthetic"]["metrics"]["image_auroc"] is not None
+    # each cell in its own worker process, so no cell's peak memory includes an earlier cell's
+    assert len({clean["pid"], shift["pid"], os.getpid()}) == 3
     assert (tmp_path / "out/report.html").is_file()
 
 

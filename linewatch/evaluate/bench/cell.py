@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import socket
 import time
 import traceback
 from pathlib import Path
@@ -100,6 +102,7 @@ def run_cell(cell: dict[str, Any], progress: bool = False) -> dict[str, Any]:
     folder.mkdir(parents=True)
     start = time.perf_counter()
     base = {k: cell[k] for k in ("id", "category", "detector", "kind", "setting", "seed", "fingerprint")}
+    base |= {"host": socket.gethostname(), "pid": os.getpid()}  # where it ran: a Ray cluster has many hosts
     try:
         from linewatch.evaluate.pipeline import evaluate
 
