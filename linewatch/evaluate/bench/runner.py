@@ -64,8 +64,8 @@ def run_ray(cells: list[dict[str, Any]], address: str, echo: Callable[[str], Non
     ray = import_ray()
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
-    # One fresh worker process per cell (max_calls=1): a reused worker keeps what earlier cells allocated,
-    # which inflated every later cell's peak memory (a GANomaly cell measured 4.2 GiB instead of ~1.9).
+    # One fresh worker process per cell (max_calls=1): a reused worker keeps what earlier cells allocated, and
+    # later cells reported it as their own peak memory (the reference grid's: up to 4.8 GiB for a 64 px GANomaly).
     remote = ray.remote(num_cpus=cpus_per_cell, max_retries=0, max_calls=1)(_task)
     refs: dict[str, Any] = {}
     for cell in cells:
