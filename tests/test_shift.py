@@ -11,7 +11,15 @@ import pytest
 from click.testing import CliRunner
 
 from linewatch.data import read_image, scan_category
-from linewatch.data.shift import ShiftRanges, affine_matrix, draw_params, is_shifted, main, shift_category
+from linewatch.data.shift import (
+    ShiftRanges,
+    affine_matrix,
+    draw_params,
+    fill_region,
+    is_shifted,
+    main,
+    shift_category,
+)
 
 
 def _write(path: Path, image: np.ndarray) -> None:
@@ -78,6 +86,22 @@ def test_parameters_stay_within_their_ranges() -> None:
 def test_identity_parameters_give_the_identity_matrix() -> None:
     params = {"crop": [0.0, 0.0, 120.0, 90.0], "rotation_deg": 0.0, "translate": [0.0, 0.0]}
     np.testing.assert_allclose(affine_matrix(params, (90, 120)), [[1, 0, 0], [0, 1, 0]], atol=1e-12)
+
+
+def test_fill_region_is_what_the_mirrored_border_brought_in() -> None:
+    size = (90, 120)
+    params = draw_params(np.random.default_rng(3), size, ShiftRanges(rotation_deg=(8, 8)), vignetting=False)
+    fill = fill_region(params, size)
+    # independent reference: map every output pixel back to its source and ask whether that lies in the frame
+    inverse = cv2.invertAffineTransform(affine_matrix(params, size))
+    ys, xs = np.mgrid[0:size[0], 0:size[1]].astype(np.float64)
+    src_x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    src_y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    outside = (src_x < -0.5) | (src_x > size[1] - 0.5) | (src_y < -0.5) | (src_y > size[0] - 0.5)
+    assert outside.mean() > 0.01 and (fill != outside).mean() < 0.01
+    identity = draw_params(np.random.default_rng(3), size, ShiftRanges(
+        rotation_deg=(0, 0), crop_scale=(1, 1), crop_aspect=(1, 1), translate=(0, 0)), vignetting=False)
+    assert not fill_region(identity, size).any()
 
 
 def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path: Path) -> None:

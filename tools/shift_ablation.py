@@ -1,11 +1,13 @@
 """Which part of the domain shift costs a clean model its accuracy: evaluate one bundle on its test split
 shifted by one group of transforms at a time (the others at identity), same seed as the full shift.
 
-    .venv/bin/python tools/shift_ablation.py --bundle bench-out/reference/cells/bottle/patchcore/clean-s0/bundle \
-        --data ../shared/data/mvtec_ad/bottle --out bench-out/ablation/bottle-patchcore
+    .venv/bin/python tools/shift_ablation.py --bundle bench-out/reference/cells/bottle/patchcore/clean-s0/bundle \\
+        --data ../shared/data/mvtec_ad/bottle --out bench-out/ablation/bottle-patchcore [--leave-out-fill 16]
 
 Prints a table and writes ablation.json (image AUROC, pixel AUROC, PRO per variant). The full shift is the
-bench's `shift` cell; no shift is its `clean` cell.
+bench's `shift` cell; no shift is its `clean` cell. `--leave-out-fill PX` also scores the full shift with
+the mirrored border the warp brought in (and PX input pixels around it) left out, image AUROC only: how much
+of the drop is that synthetic content, which no real camera move would show.
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
+import cv2
+import numpy as np
+from sklearn.metrics import roc_auc_score
 
+from linewatch.batches import iter_batches
 from linewatch.data import scan_category
-from linewatch.data.shift import ShiftRanges, shift_sample
-from linewatch.evaluate.pipeline import evaluate
+from linewatch.data.shift import ShiftRanges, fill_region, shift_sample
+from linewatch.evaluate.pipeline import evaluate, select_samples
+from linewatch.inspector import Inspector
+from linewatch.scoring import score_outputs
 
 FULL = ShiftRanges()
 IDENTITY = ShiftRanges(rotation_deg=(0, 0), crop_scale=(1, 1), crop_aspect=(1, 1), translate=(0, 0),
@@ -28,6 +37,9 @@ IDENTITY = ShiftRanges(rotation_deg=(0, 0), crop_scale=(1, 1), crop_aspect=(1, 1
 VARIANTS = {
     "geometric (rotation, crop, translation)": replace(FULL, brightness=(1, 1), contrast=(1, 1),
                                                        saturation=(1, 1), blur_kernel=(1, 1), noise_sigma=(0, 0)),
+    "rotation": replace(IDENTITY, rotation_deg=FULL.rotation_deg),
+    "crop (area scale, aspect ratio)": replace(IDENTITY, crop_scale=FULL.crop_scale, crop_aspect=FULL.crop_aspect),
+    "translation": replace(IDENTITY, translate=FULL.translate),
     "colour (brightness, contrast, saturation)": replace(IDENTITY, brightness=FULL.brightness,
                                                          contrast=FULL.contrast, saturation=FULL.saturation),
     "blur": replace(IDENTITY, blur_kernel=FULL.blur_kernel),
@@ -35,16 +47,45 @@ VARIANTS = {
 }
 
 
-def _variant(category_root: Path, out: Path, ranges: ShiftRanges, seed: int) -> Path:
+def _key(name: str) -> str:
+    return name.split(" ")[0]
+
+
+def _variant(category_root: Path, out: Path, ranges: ShiftRanges, seed: int) -> dict[str, dict[str, Any]]:
     """test/ shifted with `ranges` (the split's val defects live there too); train/ linked from the source,
-    whose images evaluation does not score."""
+    whose images evaluation does not score. Returns each image's drawn parameters."""
     category = scan_category(category_root)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "train").exists():
         os.symlink(category.root / "train", out / "train")
-    for sample in category.test:
-        shift_sample(sample, category, out, seed, ranges, vignetting=False)
-    return out
+    return dict(shift_sample(sample, category, out, seed, ranges, vignetting=False) for sample in category.test)
+
+
+def fill_left_out(bundle: Path, folder: Path, params: dict[str, dict[str, Any]], margin: int) -> dict[str, float]:
+    """Image AUROC of the shifted test split as scored, and with each image's fill region left out."""
+    inspector = Inspector.from_bundle(bundle)
+    pre, engine = inspector.preprocessor, inspector.reference_engine()
+    samples = select_samples(scan_category(folder), bundle, "test")
+    labels, scored, left = [], [], []
+    kernel = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)
+    for batch in iter_batches(samples, pre, 8):
+        outputs = engine(batch.inputs)
+        unseen = pre.unseen(batch.warps)
+        scored += list(score_outputs(inspector.detector, outputs, pre.size, inspector.blur_sigma, unseen=unseen).scores)
+        masks = []
+        for sample, image, warp, seen in zip(batch.samples, batch.images, batch.warps,
+                                             unseen or [None] * len(batch.samples), strict=True):
+            fill = fill_region(params[sample.rel], image.shape[:2]).astype(np.uint8)
+            fill = cv2.resize(fill, pre.size[::-1], interpolation=cv2.INTER_AREA)
+            if warp is not None:  # an aligned input: the fill moves with the frame
+                fill = cv2.warpAffine(fill, warp[:2], pre.size[::-1], flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                                      borderMode=cv2.BORDER_CONSTANT, borderValue=1)
+            fill = cv2.dilate(fill, kernel) > 0
+            masks.append(fill if seen is None else fill | seen)
+        left += list(score_outputs(inspector.detector, outputs, pre.size, inspector.blur_sigma, unseen=masks).scores)
+        labels += [sample.label for sample in batch.samples]
+    return {"image_auroc": float(roc_auc_score(labels, scored)),
+            "image_auroc_fill_left_out": float(roc_auc_score(labels, left))}
 
 
 @click.command()
@@ -52,14 +93,31 @@ def _variant(category_root: Path, out: Path, ranges: ShiftRanges, seed: int) -> 
 @click.option("--data", required=True, type=click.Path(exists=True, path_type=Path), help="The clean category.")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True, help="Shift seed (the bench's shift.seed).")
-def main(bundle: Path, data: Path, out: Path, seed: int) -> None:
+@click.option("--variants", default=",".join(_key(name) for name in VARIANTS), show_default=True,
+              help="Which variants, by first word.")
+@click.option("--leave-out-fill", "margin", type=click.IntRange(0), default=None,
+              help="Also score the full shift without its mirrored border, dilated by this many input pixels.")
+def main(bundle: Path, data: Path, out: Path, seed: int, variants: str, margin: int | None) -> None:
     """Evaluate BUNDLE on its test split under each group of shift transforms alone."""
-    rows = {}
+    chosen = {key.strip() for key in variants.split(",")}
+    unknown = chosen - {_key(name) for name in VARIANTS}
+    if unknown:
+        raise click.BadParameter(f"unknown variants {sorted(unknown)}", param_hint="--variants")
+    rows: dict[str, Any] = {}
     for name, ranges in VARIANTS.items():
-        folder = _variant(data, out / name.split(" ")[0], ranges, seed)
-        metrics = evaluate(bundle, folder, out / "eval" / name.split(" ")[0], progress=False, plots=False)
+        if _key(name) not in chosen:
+            continue
+        folder = out / _key(name)
+        _variant(data, folder, ranges, seed)
+        metrics = evaluate(bundle, folder, out / "eval" / _key(name), progress=False, plots=False)
         rows[name] = {k: metrics[k] for k in ("image_auroc", "pixel_auroc", "pro", "f1")}
         click.echo(f"{name:45s} " + "  ".join(f"{k} {v:.4f}" for k, v in rows[name].items() if v is not None))
+    if margin is not None:
+        folder = out / "full"
+        result = fill_left_out(bundle, folder, _variant(data, folder, FULL, seed), margin)
+        rows[f"full shift, fill left out ({margin} px margin)"] = result
+        click.echo(f"full shift: image AUROC {result['image_auroc']:.4f}, "
+                   f"fill left out {result['image_auroc_fill_left_out']:.4f}")
     (out / "ablation.json").write_text(json.dumps({"bundle": str(bundle), "seed": seed, "rows": rows}, indent=1))
 
 

@@ -102,6 +102,15 @@ def warp(image: np.ndarray, matrix: np.ndarray, nearest: bool = False) -> np.nda
     return cv2.warpAffine(image, matrix, (width, height), flags=flags, borderMode=cv2.BORDER_REFLECT_101)
 
 
+def fill_region(params: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: output pixels the warp filled from outside the frame by mirroring, content that a real
+    camera moved the same way would not show (`tools/shift_ablation.py --leave-out-fill` scores without it)."""
+    height, width = size
+    inside = cv2.warpAffine(np.ones(size, np.uint8), affine_matrix(params, size), (width, height),
+                            flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return inside == 0
+
+
 def is_grey(image: np.ndarray) -> bool:
     """An RGB image whose three channels are equal (a grey picture decoded as RGB): noise stays grey on it."""
     return bool((image[:, :, 0] == image[:, :, 1]).all() and (image[:, :, 1] == image[:, :, 2]).all())
