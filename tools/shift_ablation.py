@@ -75,10 +75,11 @@ def fill_left_out(bundle: Path, folder: Path, params: dict[str, dict[str, Any]],
         masks = []
         for sample, image, warp, seen in zip(batch.samples, batch.images, batch.warps,
                                              unseen or [None] * len(batch.samples), strict=True):
-            fill = fill_region(params[sample.rel], image.shape[:2]).astype(np.uint8)
-            fill = cv2.resize(fill, pre.size[::-1], interpolation=cv2.INTER_AREA)
+            # any input pixel the fill touches counts (a float resize keeps strips thinner than one input pixel)
+            fill = fill_region(params[sample.rel], image.shape[:2]).astype(np.float32)
+            fill = (cv2.resize(fill, pre.size[::-1], interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
             if warp is not None:  # an aligned input: the fill moves with the frame
-                fill = cv2.warpAffine(fill, warp[:2], pre.size[::-1], flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                fill = cv2.warpAffine(fill, warp, pre.size[::-1], flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                                       borderMode=cv2.BORDER_CONSTANT, borderValue=1)
             fill = cv2.dilate(fill, kernel) > 0
             masks.append(fill if seen is None else fill | seen)
