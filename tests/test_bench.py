@@ -1,10 +1,13 @@
-"""inspect-bench end to end on configs/bench-tiny.yaml: cells, resume, results, the report; Ray in its own test."""
+"""inspect-bench end to end on configs/bench-tiny.yaml: cells, resume, results, the report (the grid runs in
+this process, `--in-process`); one fresh process per cell (the default) and Ray in their own tests."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -32,7 +35,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     tiny_data(root)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        result = CliRunner().invoke(main, ["--config", str(TINY), "--out", "out", "--quiet"])
+        result = CliRunner().invoke(main, ["--config", str(TINY), "--out", "out", "--quiet", "--in-process"])
     assert result.exit_code == 0, result.output
     return root / "out", result.output
 
@@ -108,7 +111,7 @@ def test_a_second_run_skips_finished_cells_and_redoes_an_interrupted_one(bench: 
     (victim / "result.json").unlink()  # as if the run had been killed inside this cell
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        result = CliRunner().invoke(main, ["--config", str(TINY), "--out", "out", "--quiet"])
+        result = CliRunner().invoke(main, ["--config", str(TINY), "--out", "out", "--quiet", "--in-process"])
     assert result.exit_code == 0, result.output
     assert result.output.count("finished earlier, skipped") == len(json.loads((out / "cells.json").read_text())) - 1
     assert "synthetic/autoencoder/adapted/seed1: done in" in result.output
@@ -163,27 +166,78 @@ def test_the_report_renders_in_headless_chromium_with_tables_and_images(bench: t
     assert (tmp_path / "shot.png").stat().st_size > 20_000
 
 
-def test_tiny_grid_runs_as_tasks_on_a_local_ray_instance(tmp_path: Path) -> None:
-    import ray
-
-    tiny_data(tmp_path)
+def two_cell_grid(root: Path) -> Path:
+    """PatchCore clean + shift on one tiny category: the smallest grid with a dependent cell."""
+    tiny_data(root)
     config = yaml.safe_load(TINY.read_text())
     config.update(settings=["clean", "shift"], categories={"synthetic": config["categories"]["synthetic"]},
                   detectors={"patchcore": config["detectors"]["patchcore"]})
     config.pop("global")
-    (tmp_path / "ray.yaml").write_text(yaml.safe_dump(config))
+    (root / "two.yaml").write_text(yaml.safe_dump(config))
+    return root / "two.yaml"
+
+
+def cell_results(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    cells = out / "cells/synthetic/patchcore"
+    return (json.loads((cells / "clean-s0/result.json").read_text()),
+            json.loads((cells / "shift-s0/result.json").read_text()))
+
+
+def test_by_default_every_cell_runs_in_a_fresh_process(tmp_path: Path) -> None:
+    grid = two_cell_grid(tmp_path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        result = CliRunner().invoke(main, ["--config", str(grid), "--out", "out", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 cells finished" in result.output
+    clean, shift = cell_results(tmp_path / "out")
+    assert clean["status"] == shift["status"] == "ok"
+    assert shift["evals"]["synthetic"]["metrics"]["image_auroc"] is not None
+    # neither ran here nor in the other's process, so each peak memory is the cell's own
+    assert len({clean["pid"], shift["pid"], os.getpid()}) == 3
+    assert clean["train"]["peak_rss_mb"] > 0
+
+
+def _killed(cell: dict[str, Any], progress: bool) -> None:
+    """A cell process that dies as under the kernel's out-of-memory killer: no result, no error.json."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_cell_whose_process_dies_is_recorded_as_failed(tmp_path: Path) -> None:
+    from linewatch.evaluate.bench.cell import finished, stored_failure
+    from linewatch.evaluate.bench.runner import run_isolated
+
+    cell = {"id": "synthetic/patchcore/clean/seed0", "category": "synthetic", "detector": "patchcore",
+            "kind": "patchcore", "setting": "clean", "seed": 0, "fingerprint": "f00d",
+            "folder": str(tmp_path / "cell")}
+    result = run_isolated(cell, progress=False, target=_killed)
+    assert result["status"] == "failed" and "killed by SIGKILL" in result["error"]
+    assert "out-of-memory" in result["error"] and result["pid"] not in (0, os.getpid())
+    assert stored_failure(cell) == result and finished(cell) is None  # the next run retries it
+
+
+def test_in_process_and_ray_exclude_each_other(tmp_path: Path) -> None:
+    grid = two_cell_grid(tmp_path)
+    result = CliRunner().invoke(main, ["--config", str(grid), "--out", str(tmp_path / "out"), "--ray", "auto",
+                                       "--in-process"])
+    assert result.exit_code == 2 and "exclude each other" in result.output
+
+
+def test_tiny_grid_runs_as_tasks_on_a_local_ray_instance(tmp_path: Path) -> None:
+    import ray
+
+    grid = two_cell_grid(tmp_path)
     ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False)
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.chdir(tmp_path)
-            result = CliRunner().invoke(main, ["--config", "ray.yaml", "--out", "out", "--ray", "auto"])
+            result = CliRunner().invoke(main, ["--config", str(grid), "--out", "out", "--ray", "auto"])
     finally:
         ray.shutdown()
     assert result.exit_code == 0, result.output
     assert "[2/2]" in result.output and "2 of 2 cells finished" in result.output
-    clean = json.loads((tmp_path / "out/cells/synthetic/patchcore/clean-s0/result.json").read_text())
-    shift = json.loads((tmp_path / "out/cells/synthetic/patchcore/shift-s0/result.json").read_text())
+    clean, shift = cell_results(tmp_path / "out")
     assert shift["status"] == "ok" and shift["evals"]["synthetic"]["metrics"]["image_auroc"] is not None
     # each cell in its own worker process, so no cell's peak memory includes an earlier cell's
     assert len({clean["pid"], shift["pid"], os.getpid()}) == 3

@@ -3,8 +3,8 @@
 A cell is a plain JSON-able dict (so it travels to Ray workers unchanged) and owns its folder: `bundle/`,
 `eval-<category>/` (inspect-eval's report) and, last, `result.json`. A cell whose `result.json` carries
 its fingerprint is finished and never run again; a folder without one is an interrupted cell and is
-cleared and redone. A failing cell writes `error.json` instead, so the rest of the grid goes on and
-the next run retries it.
+cleared and redone. A failing cell writes `error.json` instead (`record_failure`; the runner writes it for
+a cell whose process died), so the rest of the grid goes on and the next run retries it.
 """
 
 from __future__ import annotations
@@ -91,6 +91,31 @@ def save_example_maps(bundle: Path, data: Path, rels: list[str], out: Path) -> N
     (out / "examples.json").write_text(json.dumps([s.rel for s in samples]) + "\n")
 
 
+def _identity(cell: dict[str, Any], pid: int) -> dict[str, Any]:
+    """What a result or error says about its cell, and where it ran (a Ray cluster has many hosts)."""
+    base = {k: cell[k] for k in ("id", "category", "detector", "kind", "setting", "seed", "fingerprint")}
+    return base | {"host": socket.gethostname(), "pid": pid}
+
+
+def record_failure(cell: dict[str, Any], pid: int, error: str, wall_s: float, trace: str = "") -> dict[str, Any]:
+    """Write the cell's `error.json` (the grid goes on; the next run retries the cell) and return it."""
+    failure = {**_identity(cell, pid), "status": "failed", "error": error, "traceback": trace,
+               "wall_s": round(wall_s, 1)}
+    folder = Path(cell["folder"])
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(folder / ERROR, failure)
+    return failure
+
+
+def stored_failure(cell: dict[str, Any]) -> dict[str, Any] | None:
+    """The `error.json` a failed run of this cell left, if any."""
+    try:
+        failure = json.loads((Path(cell["folder"]) / ERROR).read_text())
+    except (OSError, ValueError):
+        return None
+    return failure if failure.get("fingerprint") == cell["fingerprint"] else None
+
+
 def run_cell(cell: dict[str, Any], progress: bool = False) -> dict[str, Any]:
     """Run (or skip, when finished earlier) one cell; always returns its result dict, never raises."""
     done = finished(cell)
@@ -101,8 +126,6 @@ def run_cell(cell: dict[str, Any], progress: bool = False) -> dict[str, Any]:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     start = time.perf_counter()
-    base = {k: cell[k] for k in ("id", "category", "detector", "kind", "setting", "seed", "fingerprint")}
-    base |= {"host": socket.gethostname(), "pid": os.getpid()}  # where it ran: a Ray cluster has many hosts
     try:
         from linewatch.evaluate.pipeline import evaluate
 
@@ -116,11 +139,9 @@ def run_cell(cell: dict[str, Any], progress: bool = False) -> dict[str, Any]:
                               out / EXAMPLES)
             evals[target["category"]] = {"metrics": metrics, "report": str(out)}
     except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid; the error is kept
-        error = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                 "traceback": traceback.format_exc(), "wall_s": round(time.perf_counter() - start, 1)}
-        _write_json(folder / ERROR, error)
-        return error
-    result = {**base, "status": "ok", "train": training, "evals": evals, "bundle": cell["bundle"],
-              "wall_s": round(time.perf_counter() - start, 1)}
+        return record_failure(cell, os.getpid(), f"{type(exc).__name__}: {exc}", time.perf_counter() - start,
+                              traceback.format_exc())
+    result = {**_identity(cell, os.getpid()), "status": "ok", "train": training, "evals": evals,
+              "bundle": cell["bundle"], "wall_s": round(time.perf_counter() - start, 1)}
     _write_json(folder / RESULT, result)
     return result

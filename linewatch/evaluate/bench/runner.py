@@ -1,19 +1,28 @@
-"""Run a grid's cells in this process (default) or as tasks on a Ray cluster, with one progress line per cell.
+"""Run a grid's cells one fresh process each (default), in this process, or as tasks on a Ray cluster, with
+one progress line per cell.
 
 Cells are independent except that a `shift` cell evaluates its `clean` cell's bundle: locally the clean
 cell simply runs first; on Ray the shift task takes the clean task's result as an argument, so Ray
 starts it only when that bundle exists. Finished cells are skipped either way, so an interrupted run
 continues where it stopped.
+
+A fresh process per cell (spawned, so nothing is inherited but the cell) keeps each cell's peak memory its
+own: in one long-lived process a cell's peak starts from whatever earlier cells left allocated. It also
+confines a crash (a native fault, the kernel's out-of-memory killer) to that cell, which is recorded as
+failed while the grid goes on. It costs the imports once per cell (~3 s here; a cell takes 10 s to minutes).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from linewatch.errors import LinewatchError
-from linewatch.evaluate.bench.cell import finished, run_cell
+from linewatch.evaluate.bench.cell import ERROR, finished, record_failure, run_cell, stored_failure
 
 RAY_EXTRA = "pip install -e '.[ray]'"
 
@@ -33,13 +42,51 @@ def _line(result: dict[str, Any]) -> str:
     return f"{state}: {', '.join(parts)}"
 
 
-def run_local(cells: list[dict[str, Any]], echo: Callable[[str], None], progress: bool) -> list[dict[str, Any]]:
-    """Cells one after the other in this process (each trains and evaluates with all cores)."""
+def _cell_process(cell: dict[str, Any], progress: bool) -> None:
+    """A spawned process's work: the cell writes its own result.json or error.json."""
+    run_cell(cell, progress=progress)
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        hint = " (the kernel's out-of-memory killer sends this)" if -code == signal.SIGKILL else ""
+        return f"the cell's process was killed by {name}{hint}"
+    return f"the cell's process exited with code {code} without a result"
+
+
+def run_isolated(cell: dict[str, Any], progress: bool,
+                 target: Callable[[dict[str, Any], bool], None] = _cell_process) -> dict[str, Any]:
+    """Run one cell in a fresh spawned process (unless it finished earlier) and return its result."""
+    done = finished(cell)
+    if done is not None:
+        return {**done, "skipped": True}
+    (Path(cell["folder"]) / ERROR).unlink(missing_ok=True)  # only this run's failure may be read back
+    start = time.perf_counter()
+    process = multiprocessing.get_context("spawn").Process(target=target, args=(cell, progress),
+                                                            name=f"cell {cell['id']}")
+    process.start()
+    try:
+        process.join()
+    except BaseException:  # Ctrl-C (the cell got it too) or the driver dying: never leave the cell running
+        process.terminate()
+        process.join()
+        raise
+    result = finished(cell) or stored_failure(cell)
+    if result is not None:
+        return result
+    return record_failure(cell, process.pid or 0, _exit_reason(process.exitcode), time.perf_counter() - start)
+
+
+def run_local(cells: list[dict[str, Any]], echo: Callable[[str], None], progress: bool,
+              isolate: bool = True) -> list[dict[str, Any]]:
+    """Cells one after the other (each trains and evaluates with all cores), each in a fresh process unless
+    `isolate` is off (then in this one: a debugger reaches them, but peak memory includes earlier cells')."""
     results, start = [], time.perf_counter()
     for index, cell in enumerate(cells, start=1):
         if finished(cell) is None:
             echo(f"[{index}/{len(cells)}] {cell['id']} ... ({time.perf_counter() - start:.0f} s elapsed)")
-        result = run_cell(cell, progress=progress)
+        result = run_isolated(cell, progress) if isolate else run_cell(cell, progress=progress)
         echo(f"[{index}/{len(cells)}] {cell['id']}: {_line(result)}")
         results.append(result)
     return results
