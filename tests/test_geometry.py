@@ -24,6 +24,7 @@ from linewatch.features.geometry import auto_input_size, median_aspect
 from linewatch.inspector import Inspector
 from linewatch.runtime.listen import listen
 from linewatch.runtime.pipeline import RunOptions, Runtime
+from linewatch.runtime.postprocess import heatmap_stride
 from linewatch.train.cli import main as train_main
 from linewatch.train.options import resolve_training
 
@@ -159,8 +160,9 @@ def test_auto_sized_bundle_trains_exports_and_runs_with_eval_parity(case: str, c
     assert published.keys() == expected.keys()
     for path, score in expected.items():
         assert published[path] == pytest.approx(score, rel=1e-4), path
+    stride = heatmap_stride(manifest["postprocess"]["blur_sigma"])  # PatchCore chose its blur on val-clean
     for header in headers:
-        assert (header["heatmap"]["height"], header["heatmap"]["width"]) == (32, 80)  # stride 2 at blur sigma 4
+        assert (header["heatmap"]["height"], header["heatmap"]["width"]) == (64 // stride, 160 // stride)
         assert (header["image"]["height"], header["image"]["width"]) == SHAPE
         for region in header["regions"]:
             assert region["x"] >= 0 and region["x"] + region["width"] <= SHAPE[1]

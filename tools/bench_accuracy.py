@@ -85,6 +85,8 @@ def run_one(data: Path, model: str, variant: str, work: Path, budget: float) -> 
         "data": data.name, "model": model, "variant": variant, "backbone": params["backbone"],
         "image_size": params["image_size"], "layers": params["layers"], "projection_dims": params["projection_dims"],
         **summary, "intensity": result.manifest["preprocess"].get("intensity", "none"),
+        "blur_sigma": result.manifest["postprocess"]["blur_sigma"],
+        "blur_pro": result.manifest["postprocess"].get("blur", {}).get("pro"),
         "image_auroc": metrics["image_auroc"], "pixel_auroc": metrics["pixel_auroc"], "pro": metrics["pro"],
         "per_defect": metrics["image_auroc_per_defect"], "test_images": metrics["images"],
         "train_images": result.manifest["training"]["train_images"],
@@ -107,6 +109,8 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> None:
                             if r.get(k) is not None)
         if r.get("intensity", "none") != "none":
             options += f", intensity {r['intensity']}"
+        if r.get("blur_sigma") is not None:
+            options += f", blur {r['blur_sigma']:g}" + (" (val PRO)" if r.get("blur_pro") else "")
         layers = "+".join(layer.removeprefix("layer") for layer in r["layers"])
         cells = [r["data"], r["model"], r["variant"], r["backbone"].removeprefix("efficientnet_"),
                  "x".join(map(str, r["image_size"])), layers, options, _fmt(r["image_auroc"]),
@@ -120,16 +124,19 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> None:
 @click.option("--suite", type=click.Choice([*SUITES, "all"]), default="all", show_default=True)
 @click.option("--budget", type=float, default=DEFAULT_BUDGET_MIN, show_default=True, help="--tune budget, minutes.")
 @click.option("--only", default="", help="Comma-separated data names to run (default: the whole suite).")
+@click.option("--variants", default="", help="Comma-separated variants to run: default, tuned, config, before "
+                                            "(default: all).")
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-out/accuracy"), show_default=True)
-def main(suite: str, budget: float, only: str, threads: int, out: Path) -> None:
+def main(suite: str, budget: float, only: str, variants: str, threads: int, out: Path) -> None:
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     rows_file = out / "rows.jsonl"
     rows = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file.is_file() else []
     done = {(r["data"], r["model"], r["variant"]) for r in rows}
     for data, model, variant in SUITES[suite] if suite != "all" else [x for s in SUITES.values() for x in s]:
-        if (data.name, model, variant) in done or (only and data.name not in only.split(",")):
+        if ((data.name, model, variant) in done or (only and data.name not in only.split(","))
+                or (variants and variant not in variants.split(","))):
             continue
         if not (data.is_dir() or data.parent == PROXIES):
             click.echo(f"skipping {data}: not found", err=True)

@@ -110,3 +110,7 @@ def main(config_file: Path | None, tune: bool, budget: float | None, quiet: bool
         kinds = (f"defect types {', '.join(classifier['types'])} ({len(classifier['labels'])} reference masks)"
                  if classifier else "no labelled defect masks: no defect-type classifier")
         click.echo(f"  pixel threshold {masks['pixel_threshold']:.5g} ({masks['method']}); {kinds}")
+    blur = result.manifest["postprocess"].get("blur")
+    if blur:
+        tried = ", ".join(f"{s} {pro:.4f}" for s, pro in blur["pro"].items()) or blur.get("reason", "")
+        click.echo(f"  map blur sigma {result.manifest['postprocess']['blur_sigma']:g} ({blur['method']}: {tried})")

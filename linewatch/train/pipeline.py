@@ -33,6 +33,7 @@ from linewatch.models.registry import get_spec
 from linewatch.progress import Bars
 from linewatch.resources import peak_rss_mb
 from linewatch.scoring import predict_groups
+from linewatch.train.blur import choose_sigma
 
 log = logging.getLogger(__name__)
 HISTORY_FILE = "history.json"
@@ -74,11 +75,15 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
     io = NetworkIO.from_section(fitted.network_section)
     engine = TorchEngine(fitted.network, io, "cuda" if options["device"] == "cuda" else "cpu")
     labels, scores, map_peaks, maps, masks, scored = [], [], [], [], [], []
-    step = bars(len(splits.val), "calibrate")
     preprocess = Preprocessor(io.size, io.channels, fitted.aligner, intensity=fitted.intensity)
     groups = calibration_groups(splits.val, fitted.detector, fitted.calibration)
-    for samples, images, prediction in predict_groups(engine, groups, preprocess, options["blur_sigma"],
-                                                      options["batch_size"], step):
+    sigma, blur = options["blur_sigma"], None
+    if sigma is None:
+        sigma, blur = _choose_blur(engine, groups, preprocess, io.size, options["batch_size"], bars)
+        log.info("map blur sigma %g (%s)", sigma, blur["method"])
+    step = bars(len(splits.val), "calibrate")
+    for samples, images, prediction in predict_groups(engine, groups, preprocess, sigma, options["batch_size"],
+                                                      step):
         scored += samples
         labels += [s.label for s in samples]
         scores += prediction.scores.tolist()
@@ -111,7 +116,7 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
                        "channels": "RGB" if io.channels == 3 else "grey (cv2 RGB2GRAY before the resize)",
                        "layout": "NCHW float32 0..255", "normalization": "inside the network",
                        "geometry": geometry, "intensity": fitted.intensity, **({"align": align} if align else {})},
-        "postprocess": {"blur_sigma": options["blur_sigma"], "map_size": list(io.size)},
+        "postprocess": {"blur_sigma": sigma, "map_size": list(io.size), **({"blur": blur} if blur else {})},
         "masks": masks_section,
         "calibration": {**normalizer.to_dict(), "method": method, "target_fpr": options["target_fpr"],
                         "val_images": len(labels), "val_defective": int(sum(labels)), "map": map_normalizer.to_dict()},
@@ -124,6 +129,18 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
         manifest["tuning"] = tuning
     manifest = write_manifest(out, manifest, files)
     return TrainResult(out, manifest, seconds, peak_rss_mb())
+
+
+def _choose_blur(engine: TorchEngine, groups: Any, preprocess: Preprocessor, size: tuple[int, int], batch_size: int,
+                 bars: Bars) -> tuple[float, dict[str, Any]]:
+    """Score val-clean once with unblurred maps and pick the blur by its PRO (`train.blur`)."""
+    unblurred, masks = [], []
+    step = bars(sum(len(samples) for samples, _ in groups), "map blur")
+    for samples, images, prediction in predict_groups(engine, groups, preprocess, 0.0, batch_size, step):
+        unblurred += list(prediction.maps)
+        masks += [mask_at(s, image.shape, size) for s, image in zip(samples, images, strict=True)]
+    bars.close()
+    return choose_sigma(unblurred, masks)
 
 
 def _jsonable(options: dict[str, Any]) -> dict[str, Any]:

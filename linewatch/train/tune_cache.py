@@ -25,6 +25,7 @@ from linewatch.features.preprocess import Preprocessor
 from linewatch.metrics import auroc, pixel_auroc, pro_area, pro_curve
 from linewatch.models.components.feature_memory import FeatureSearch, memory_transforms, preprocessor_for
 from linewatch.scoring import score_outputs
+from linewatch.train.blur import DEFAULT_SIGMA
 
 
 @dataclass
@@ -132,8 +133,9 @@ def fit_and_score(search: FeatureSearch, options: dict[str, Any], cache: StageCa
     for features in _features(head, cache.val, batch):
         timings: dict[str, float] = {}
         warps = cache.val_warps[len(maps) : len(maps) + len(features)]
-        prediction = score_outputs(detector, {"features": features}, config.image_size, options["blur_sigma"],
-                                   timings, preprocess.unseen(warps))
+        sigma = DEFAULT_SIGMA if options["blur_sigma"] is None else options["blur_sigma"]  # the final fit chooses
+        prediction = score_outputs(detector, {"features": features}, config.image_size, sigma, timings,
+                                   preprocess.unseen(warps))
         score_ms += timings["score"] + timings["maps"]
         scores.append(prediction.scores)
         maps.extend(preprocess.restore(m, w) for m, w in zip(prediction.maps, warps, strict=True))

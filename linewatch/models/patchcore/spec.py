@@ -68,7 +68,7 @@ SPEC = DetectorSpec(
     load=load,
     build_network=build_feature_network,
     options=OPTIONS,
-    defaults=FEATURE_DEFAULTS,
+    defaults={**FEATURE_DEFAULTS, "blur_sigma": None},  # chosen on val-clean's masks (linewatch.train.blur)
     quick={"weights": "none", "coreset_ratio": 0.1},
     search=FeatureSearch(config_of, fit_features, layers=SEARCH_LAYERS, grid=SEARCH_GRID,
                          cost=lambda options: max(1.0, options["coreset_ratio"] / 0.01)),

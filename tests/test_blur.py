@@ -1,0 +1,93 @@
+"""The map blur PatchCore chooses on val-clean's masks (`linewatch.train.blur`) and where it goes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from linewatch.bundle import read_manifest
+from linewatch.data.synthetic import make_synthetic_category
+from linewatch.inspector import Inspector
+from linewatch.models.anomaly_map import anomaly_maps
+from linewatch.train.blur import CANDIDATES, DEFAULT_SIGMA, blurred, choose_sigma
+from linewatch.train.cli import main as train_main
+
+SIZE = 64
+
+
+def val_set(defect: np.ndarray, rng: np.random.Generator, noise: str, amplitude: float = 1.0,
+            n: int = 8) -> tuple[list, list]:
+    """(maps, masks): n good and n defective unblurred maps, the defect raised by `amplitude` over noise of unit
+    spread, either independent per pixel (`fine`, which a wide blur averages away) or smooth (`coarse`, which
+    it does not)."""
+    masks, maps = [], []
+    for label in (0, 1):
+        for _ in range(n):
+            field = rng.normal(size=(SIZE, SIZE)).astype(np.float32)
+            if noise == "coarse":
+                field = blurred(field, 3.0)
+                field /= field.std()
+            mask = defect if label else np.zeros_like(defect)
+            masks.append(mask)
+            maps.append(field + amplitude * mask)
+    return maps, masks
+
+
+def test_a_faint_large_defect_in_fine_noise_gets_a_wide_blur_and_a_thin_one_in_coarse_noise_a_narrow_one() -> None:
+    rng = np.random.default_rng(0)
+    blob = np.zeros((SIZE, SIZE), bool)
+    blob[16:48, 16:48] = True
+    line = np.zeros((SIZE, SIZE), bool)
+    line[:, 31] = True
+    wide, table = choose_sigma(*val_set(blob, rng, "fine", amplitude=0.3))
+    narrow, _ = choose_sigma(*val_set(line, rng, "coarse"))
+    assert wide == max(CANDIDATES) and narrow == min(CANDIDATES)
+    assert table["method"] == "val-clean PRO" and set(table["pro"]) == {f"{s:g}" for s in CANDIDATES}
+    assert table["pro"]["8"] > table["pro"]["2"]
+
+
+def test_too_few_masked_defects_keep_the_default() -> None:
+    rng = np.random.default_rng(1)
+    maps, masks = val_set(np.eye(SIZE, dtype=bool), rng, "fine", n=2)
+    masks[-1] = None  # a defect without a mask is left out
+    sigma, table = choose_sigma(maps, masks)
+    assert sigma == DEFAULT_SIGMA and table["method"] == "default" and "1 masked defects" in table["reason"]
+
+
+@pytest.mark.parametrize("sigma", CANDIDATES)
+def test_blurring_the_unblurred_map_is_the_map_at_that_sigma(sigma: float) -> None:
+    """The choice blurs sigma-0 maps; the runtime blurs through `anomaly_maps`: the same map."""
+    patches = np.random.default_rng(2).random((2, 12, 20)).astype(np.float32)
+    direct = anomaly_maps(patches, (96, 160), sigma)
+    via = np.stack([blurred(m, sigma) for m in anomaly_maps(patches, (96, 160), 0.0)])
+    np.testing.assert_allclose(via, direct, rtol=0, atol=1e-5 * float(np.abs(direct).max()))
+
+
+@pytest.fixture(scope="module")
+def category(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synthetic_category(tmp_path_factory.mktemp("data") / "synthetic", size=64)
+
+
+def _train(category: Path, out: Path, *extra: str) -> dict:
+    result = CliRunner().invoke(train_main, ["--data", str(category), "--out", str(out), "--image-size", "64",
+                                             "--weights", "none", "--coreset-ratio", "0.1", *extra])
+    assert result.exit_code == 0, result.output
+    return {"manifest": read_manifest(out), "output": result.output}
+
+
+def test_patchcore_chooses_its_blur_records_it_and_the_bundle_applies_it(category: Path, tmp_path: Path) -> None:
+    chosen = _train(category, tmp_path / "chosen")
+    post = chosen["manifest"]["postprocess"]
+    assert post["blur_sigma"] in CANDIDATES and post["blur"]["method"] == "val-clean PRO"
+    best = max(post["blur"]["pro"].values())
+    assert post["blur"]["pro"][f"{post['blur_sigma']:g}"] == best
+    assert f"map blur sigma {post['blur_sigma']:g}" in chosen["output"]
+    assert Inspector.from_bundle(tmp_path / "chosen").blur_sigma == post["blur_sigma"]
+    pinned = _train(category, tmp_path / "pinned", "--blur-sigma", "5")
+    assert pinned["manifest"]["postprocess"]["blur_sigma"] == 5.0 and "blur" not in pinned["manifest"]["postprocess"]
+    # the blur shapes maps only: PatchCore's image scores, hence its threshold, do not move
+    thresholds = [run["manifest"]["calibration"]["threshold"] for run in (pinned, chosen)]
+    assert thresholds[0] == pytest.approx(thresholds[1])
