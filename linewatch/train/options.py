@@ -23,8 +23,8 @@ COMMON_OPTIONS: dict[str, Option] = {
                               "images' median aspect ratio at about N x N pixels, N default 256)."),
     "batch_size": Option(int, 8, minimum=1, help="Images per forward pass / optimisation step."),
     "blur_sigma": Option(float, 4.0, minimum=0.0,
-                         help="Anomaly-map Gaussian blur sigma in pixels. PatchCore without it: chosen from 2, 3, 4, "
-                              "6, 8 by val-clean PRO (its image scores do not depend on it)."),
+                         help="Anomaly-map Gaussian blur sigma in pixels. PatchCore without it: chosen from 4, 6, 8 by "
+                              "val-clean PRO (its image scores do not depend on it)."),
     "threshold_method": Option(str, "f1", choices=("f1", "fpr"), help="Calibration: max F1 or target FPR."),
     "target_fpr": Option(float, 0.01, minimum=0.0, maximum=1.0,
                          help="With --threshold-method fpr: allowed false-positive rate."),
