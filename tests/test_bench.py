@@ -14,6 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from linewatch.config import ConfigError
+from linewatch.data.shift import SINGLE_GROUPS
 from linewatch.data.synthetic import make_synthetic_category
 from linewatch.evaluate.bench.cli import main
 from linewatch.evaluate.bench.config import load_config
@@ -45,14 +46,17 @@ def test_every_cell_trains_or_reuses_and_evaluates(bench: tuple[Path, str]) -> N
     cells = json.loads((out / "cells.json").read_text())
     config = yaml.safe_load(TINY.read_text())
     per_category = sum(len(d.get("seeds", [0])) * len(config["settings"]) for d in config["detectors"].values())
-    assert len(cells) == len(config["categories"]) * per_category + 1  # + the global PatchCore (clean)
+    ablation = len(SINGLE_GROUPS) + 1  # each transform group alone on the clean PatchCore (+ vignetting)
+    assert len(cells) == len(config["categories"]) * (per_category + ablation) + 1  # + the global PatchCore
     for cell in cells:
         result = json.loads((Path(cell["folder"]) / "result.json").read_text())
         assert result["status"] == "ok"
-        if cell["setting"] == "shift":  # the clean model on shifted images, not retrained
+        if cell["setting"].startswith("shift"):  # the clean model on shifted images, not retrained
             assert result["train"] is None and not (Path(cell["folder"]) / "bundle").exists()
             assert result["bundle"].endswith(f"clean-s{cell['seed']}/bundle")
-            assert "shifted" in result["evals"][cell["category"]]["metrics"]["data"]
+            group = cell["setting"].removeprefix("shift").removeprefix("-")
+            where = f"ablation/{cell['category']}/{group}" if group else "shifted"
+            assert where in result["evals"][cell["category"]]["metrics"]["data"]
         else:
             assert result["train"]["seconds"] > 0 and result["train"]["bundle_mb"] > 0
         for entry in result["evals"].values():
@@ -104,6 +108,27 @@ def test_results_hold_tables_spreads_and_targets(bench: tuple[Path, str]) -> Non
     assert "| - |" in report or "| - " in report  # what a cell does not have (a shift cell's train time) stays -
 
 
+def test_the_report_names_which_shift_transform_costs_what(bench: tuple[Path, str]) -> None:
+    out, _ = bench
+    results = json.loads((out / "results.json").read_text())
+    assert {r["setting"] for r in results["rows"]} == {"clean", "shift", "adapted"}  # ablation stays apart
+    entry = next(e for e in results["ablation"] if (e["category"], e["detector"]) == ("synthetic", "patchcore"))
+    assert list(entry["groups"]) == [*SINGLE_GROUPS, "vignetting"]
+    for group, value in entry["groups"].items():  # each value is that cell's evaluation of the clean bundle
+        cell = out / f"cells/synthetic/patchcore/shift-{group}-s0/result.json"
+        assert value == json.loads(cell.read_text())["evals"]["synthetic"]["metrics"]["image_auroc"]
+    shift = next(c for c in results["cells"] if (c["category"], c["detector"], c["setting"]) ==
+                 ("synthetic", "patchcore", "shift"))
+    assert entry["shift"] == shift["image_auroc"]["values"][0]
+    for check in (t for t in results["targets"] if t["category"] == "synthetic" and "PatchCore" in t["check"]):
+        drops = sorted(((entry["clean"] - v, g) for g, v in entry["groups"].items()), reverse=True)
+        expected = [f"{g} alone" for d, g in drops[:2] if d > 0.005]
+        assert [c.split(" 0")[0].split(" 1")[0] for c in check["causes"]] == expected
+    report = (out / "report.md").read_text()
+    assert "Which transform costs what" in report and "costliest transforms alone" in report
+    assert (out / "figures/ablation.png").stat().st_size > 10_000
+
+
 def test_a_second_run_skips_finished_cells_and_redoes_an_interrupted_one(bench: tuple[Path, str]) -> None:
     out, _ = bench
     root = out.parent
@@ -128,7 +153,9 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
              ({"detectors": {"patchcore": {"options": {"epochs": 3}}}}, "patchcore has no option(s) epochs"),
              ({"global": {"options": {"patchcore": {"intensity": "bright"}}}}, "global.options.patchcore"),
              ({"global": {"options": {"padim": {}}}}, "'padim' is not a detector of this grid"),
-             ({"global": {"seed": 3}}, "global: unknown key(s) seed")]
+             ({"global": {"seed": 3}}, "global: unknown key(s) seed"),
+             ({"shift": {"ablation": ["padim"]}}, "shift.ablation: ['padim'] are not all detectors"),
+             ({"settings": ["clean", "adapted"]}, "shift.ablation needs the 'shift' setting")]
     for change, message in cases:
         path = tmp_path / "bad.yaml"
         path.write_text(yaml.safe_dump({**config, **change}))
@@ -173,6 +200,7 @@ def two_cell_grid(root: Path) -> Path:
     config.update(settings=["clean", "shift"], categories={"synthetic": config["categories"]["synthetic"]},
                   detectors={"patchcore": config["detectors"]["patchcore"]})
     config.pop("global")
+    config["shift"].pop("ablation")
     (root / "two.yaml").write_text(yaml.safe_dump(config))
     return root / "two.yaml"
 

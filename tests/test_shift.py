@@ -12,6 +12,9 @@ from click.testing import CliRunner
 
 from linewatch.data import read_image, scan_category
 from linewatch.data.shift import (
+    GROUPS,
+    IDENTITY,
+    SINGLE_GROUPS,
     ShiftRanges,
     affine_matrix,
     draw_params,
@@ -154,3 +157,31 @@ def test_an_interrupted_shift_continues_to_the_same_files(tmp_path: Path) -> Non
         assert path.read_bytes() == (tmp_path / "resumed" / path.relative_to(tmp_path / "fresh")).read_bytes()
     shift_category(source, tmp_path / "resumed", seed=3, progress=False)  # other settings: everything redone
     assert json.loads((tmp_path / "resumed" / "shift.json").read_text())["seed"] == 3
+
+
+def test_one_group_alone_keeps_the_full_shifts_draw_of_that_group_and_nothing_else(tmp_path: Path) -> None:
+    source = _category(tmp_path / "src", grey=False)
+    full = shift_category(source, tmp_path / "full", seed=4, vignetting=True, progress=False)["images"]
+    for group in (*SINGLE_GROUPS, "vignetting"):
+        alone = shift_category(source, tmp_path / group, seed=4, vignetting=True, progress=False,
+                               group=group)["images"]
+        assert set(alone) == {s.rel for s in scan_category(source).test}  # test/ only
+        for rel, params in alone.items():
+            height, width = cv2.imread(str(source / rel)).shape[:2]
+            identity = {**IDENTITY, "crop": [0.0, 0.0, float(width), float(height)]}
+            for key, value in identity.items():
+                assert params[key] == (full[rel][key] if key in GROUPS[group] else value), (group, rel, key)
+            # the noise pattern too: a draw from narrowed ranges would have moved every draw after the blur
+            assert params["noise_seed"] == full[rel]["noise_seed"]
+
+
+def test_a_group_shift_links_train_and_replacing_it_never_deletes_the_source(tmp_path: Path) -> None:
+    source = _category(tmp_path / "src", grey=True)
+    before = sorted(p.name for p in (source / "train" / "good").iterdir())
+    out = tmp_path / "rotation"
+    shift_category(source, out, seed=1, progress=False, group="rotation")
+    assert (out / "train").is_symlink() and is_shifted(out, source, 1, False, "rotation")
+    assert not is_shifted(out, source, 1, False) and not is_shifted(out, source, 1, False, "noise")
+    shift_category(source, out, seed=1, progress=False)  # the full shift, same seed, replaces it
+    assert sorted(p.name for p in (source / "train" / "good").iterdir()) == before
+    assert not (out / "train").is_symlink() and is_shifted(out, source, 1, False)

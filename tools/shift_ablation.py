@@ -13,8 +13,6 @@ of the drop is that synthetic content, which no real camera move would show.
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +23,19 @@ from sklearn.metrics import roc_auc_score
 
 from linewatch.batches import iter_batches
 from linewatch.data import scan_category
-from linewatch.data.shift import ShiftRanges, fill_region, shift_sample
+from linewatch.data.shift import fill_region, is_shifted, shift_category
 from linewatch.evaluate.pipeline import evaluate, select_samples
 from linewatch.inspector import Inspector
 from linewatch.scoring import score_outputs
 
-FULL = ShiftRanges()
-IDENTITY = ShiftRanges(rotation_deg=(0, 0), crop_scale=(1, 1), crop_aspect=(1, 1), translate=(0, 0),
-                       brightness=(1, 1), contrast=(1, 1), saturation=(1, 1), blur_kernel=(1, 1),
-                       noise_sigma=(0, 0))
 VARIANTS = {
-    "geometric (rotation, crop, translation)": replace(FULL, brightness=(1, 1), contrast=(1, 1),
-                                                       saturation=(1, 1), blur_kernel=(1, 1), noise_sigma=(0, 0)),
-    "rotation": replace(IDENTITY, rotation_deg=FULL.rotation_deg),
-    "crop (area scale, aspect ratio)": replace(IDENTITY, crop_scale=FULL.crop_scale, crop_aspect=FULL.crop_aspect),
-    "translation": replace(IDENTITY, translate=FULL.translate),
-    "colour (brightness, contrast, saturation)": replace(IDENTITY, brightness=FULL.brightness,
-                                                         contrast=FULL.contrast, saturation=FULL.saturation),
-    "blur": replace(IDENTITY, blur_kernel=FULL.blur_kernel),
-    "noise": replace(IDENTITY, noise_sigma=FULL.noise_sigma),
+    "geometric (rotation, crop, translation)": "geometric",
+    "rotation": "rotation",
+    "crop (area scale, aspect ratio)": "crop",
+    "translation": "translation",
+    "colour (brightness, contrast, saturation)": "colour",
+    "blur": "blur",
+    "noise": "noise",
 }
 
 
@@ -51,14 +43,12 @@ def _key(name: str) -> str:
     return name.split(" ")[0]
 
 
-def _variant(category_root: Path, out: Path, ranges: ShiftRanges, seed: int) -> dict[str, dict[str, Any]]:
-    """test/ shifted with `ranges` (the split's val defects live there too); train/ linked from the source,
-    whose images evaluation does not score. Returns each image's drawn parameters."""
-    category = scan_category(category_root)
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / "train").exists():
-        os.symlink(category.root / "train", out / "train")
-    return dict(shift_sample(sample, category, out, seed, ranges, vignetting=False) for sample in category.test)
+def _variant(category_root: Path, out: Path, group: str, seed: int) -> dict[str, dict[str, Any]]:
+    """test/ shifted by `group` alone ("all": the full shift), train/ linked from the source; returns each
+    image's drawn parameters."""
+    if not is_shifted(out, category_root, seed, False, group):
+        shift_category(category_root, out, seed, progress=False, group=group)
+    return json.loads((out / "shift.json").read_text())["images"]
 
 
 def fill_left_out(bundle: Path, folder: Path, params: dict[str, dict[str, Any]], margin: int) -> dict[str, float]:
@@ -105,17 +95,17 @@ def main(bundle: Path, data: Path, out: Path, seed: int, variants: str, margin: 
     if unknown:
         raise click.BadParameter(f"unknown variants {sorted(unknown)}", param_hint="--variants")
     rows: dict[str, Any] = {}
-    for name, ranges in VARIANTS.items():
+    for name, group in VARIANTS.items():
         if _key(name) not in chosen:
             continue
         folder = out / _key(name)
-        _variant(data, folder, ranges, seed)
+        _variant(data, folder, group, seed)
         metrics = evaluate(bundle, folder, out / "eval" / _key(name), progress=False, plots=False)
         rows[name] = {k: metrics[k] for k in ("image_auroc", "pixel_auroc", "pro", "f1")}
         click.echo(f"{name:45s} " + "  ".join(f"{k} {v:.4f}" for k, v in rows[name].items() if v is not None))
     if margin is not None:
         folder = out / "full"
-        result = fill_left_out(bundle, folder, _variant(data, folder, FULL, seed), margin)
+        result = fill_left_out(bundle, folder, _variant(data, folder, "all", seed), margin)
         rows[f"full shift, fill left out ({margin} px margin)"] = result
         click.echo(f"full shift: image AUROC {result['image_auroc']:.4f}, "
                    f"fill left out {result['image_auroc_fill_left_out']:.4f}")

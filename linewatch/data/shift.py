@@ -55,6 +55,38 @@ class ShiftRanges:
     vignetting: tuple[float, float] = (0.2, 0.5)  # darkening at the far corner
 
 
+# The transforms by group, for attributing a shift's cost (`restrict`; inspect-bench's `shift.ablation`).
+GROUPS: dict[str, tuple[str, ...]] = {
+    "geometric": ("rotation_deg", "crop", "translate"),
+    "rotation": ("rotation_deg",),
+    "crop": ("crop",),
+    "translation": ("translate",),
+    "colour": ("brightness", "contrast", "saturation"),
+    "blur": ("blur_kernel",),
+    "noise": ("noise_sigma",),
+    "vignetting": ("vignetting",),
+    "all": ("rotation_deg", "crop", "translate", "brightness", "contrast", "saturation", "blur_kernel", "noise_sigma",
+            "vignetting"),
+}
+SINGLE_GROUPS = ("rotation", "crop", "translation", "colour", "blur", "noise")
+IDENTITY: dict[str, Any] = {"rotation_deg": 0.0, "translate": [0.0, 0.0], "brightness": 1.0, "contrast": 1.0,
+                            "saturation": 1.0, "blur_kernel": 1, "noise_sigma": 0.0, "vignetting": None}
+
+
+def restrict(params: dict[str, Any], group: str, size: tuple[int, int]) -> dict[str, Any]:
+    """One image's full-shift draw with every transform outside `group` at identity: the image gets exactly
+    the `group` parameters the full shift gave it (drawing from narrowed ranges would not: a choice among
+    one blur kernel consumes no randomness, so every later draw would move)."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown shift group {group!r}; choose from {', '.join(GROUPS)}")
+    kept = GROUPS[group]
+    out = {**params, **{key: value for key, value in IDENTITY.items() if key not in kept}}
+    if "crop" not in kept:
+        height, width = size
+        out.update(crop_scale=1.0, crop_aspect=1.0, crop=[0.0, 0.0, float(width), float(height)])
+    return out
+
+
 def draw_params(rng: np.random.Generator, size: tuple[int, int], ranges: ShiftRanges,
                 vignetting: bool) -> dict[str, Any]:
     """One image's parameters; `size` is (height, width)."""
@@ -154,8 +186,9 @@ def _write(path: Path, image: np.ndarray) -> None:
 
 
 def shift_sample(sample: Sample, category: Category, out: Path, seed: int, ranges: ShiftRanges,
-                 vignetting: bool) -> tuple[str, dict[str, Any]]:
-    """Transform one image (and its mask) into `out`; return its relative path and parameters.
+                 vignetting: bool, group: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Transform one image (and its mask) into `out`; return its relative path and parameters. With `group`,
+    only that group of transforms is applied (`restrict`).
 
     Files already there (from an interrupted run with the same settings) are kept: the draw is the same.
     """
@@ -163,6 +196,8 @@ def shift_sample(sample: Sample, category: Category, out: Path, seed: int, range
     size = image.shape[:2]
     rng = np.random.default_rng([seed, zlib.crc32(sample.rel.encode())])
     params = draw_params(rng, size, ranges, vignetting)
+    if group is not None:
+        params = restrict(params, group, size)
     grey = is_grey(image)
     params["grey"] = grey
     rel_mask = sample.mask.relative_to(category.root).with_suffix(".png") if sample.mask is not None else None
@@ -179,10 +214,16 @@ def shift_sample(sample: Sample, category: Category, out: Path, seed: int, range
     return sample.rel, params
 
 
-def _settings(source: Path, seed: int, vignetting: bool, ranges: ShiftRanges) -> dict[str, Any]:
+def _settings(source: Path, seed: int, vignetting: bool, ranges: ShiftRanges, group: str | None) -> dict[str, Any]:
+    """What a shift folder was made with (`group`: only that group of transforms, test/ only)."""
     return json.loads(json.dumps({"schema": SCHEMA, "source": str(source.resolve()), "seed": seed,
                                   "vignetting": vignetting, "ranges": asdict(ranges), "border": BORDER,
-                                  "jpeg_quality": JPEG_QUALITY}))
+                                  "jpeg_quality": JPEG_QUALITY, **({"group": group} if group else {})}))
+
+
+def _same(log: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether a shift log was written with `settings` (a one-group shift never passes for a full one)."""
+    return log.get("group") == settings.get("group") and all(log.get(k) == v for k, v in settings.items())
 
 
 def _prepare(out: Path, source: Path, settings: dict[str, Any]) -> None:
@@ -195,37 +236,46 @@ def _prepare(out: Path, source: Path, settings: dict[str, Any]) -> None:
             log = json.loads((out / LOG).read_text())
         except (OSError, ValueError):
             raise DataError(f"{out}: folder is not empty and holds no {LOG}; refusing to write into it") from None
-        if log.get("complete") or any(log.get(key) != value for key, value in settings.items()):
+        if log.get("complete") or not _same(log, settings):
             for sub in ("train", "test", "ground_truth"):
-                shutil.rmtree(out / sub, ignore_errors=True)
+                if (out / sub).is_symlink():  # a test-only shift's link to the source: never delete through it
+                    (out / sub).unlink()
+                else:
+                    shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / LOG).write_text(json.dumps({**settings, "complete": False}, indent=1) + "\n")
 
 
-def is_shifted(out: Path, data: Path, seed: int, vignetting: bool) -> bool:
+def is_shifted(out: Path, data: Path, seed: int, vignetting: bool, group: str | None = None) -> bool:
     """True when `out` holds a complete shift of `data` with these settings (so it can be reused)."""
     try:
         log = json.loads((Path(out) / LOG).read_text())
     except (OSError, ValueError):
         return False
-    settings = _settings(Path(data), seed, vignetting, ShiftRanges())
-    return log.get("complete") is True and all(log.get(key) == value for key, value in settings.items())
+    settings = _settings(Path(data), seed, vignetting, ShiftRanges(), group)
+    return log.get("complete") is True and _same(log, settings)
 
 
 def shift_category(data: Path, out: Path, seed: int = 0, vignetting: bool = False,
-                   ranges: ShiftRanges | None = None, progress: bool = True, workers: int = 2) -> dict[str, Any]:
-    """Write the shifted copy of `data` to `out` and return the log (also written to `out/shift.json`)."""
+                   ranges: ShiftRanges | None = None, progress: bool = True, workers: int = 2,
+                   group: str | None = None) -> dict[str, Any]:
+    """Write the shifted copy of `data` to `out` and return the log (also written to `out/shift.json`).
+
+    `group`: apply only that group of transforms (`restrict`), to test/ (and its masks) only, with train/
+    linked to the source: all that evaluating a clean model on it reads."""
     ranges = ranges or ShiftRanges()
     category = scan_category(data)
     out = Path(out)
-    settings = _settings(category.root, seed, vignetting, ranges)
+    settings = _settings(category.root, seed, vignetting, ranges, group)
     _prepare(out, category.root, settings)
-    samples = [*category.train, *category.test]
+    if group and not (out / "train").exists():
+        (out / "train").symlink_to(category.root / "train", target_is_directory=True)
+    samples = [*category.test] if group else [*category.train, *category.test]
     bars = Bars(progress)
     step = bars(len(samples), f"shift {category.name}")
 
     def one(sample: Sample) -> tuple[str, dict[str, Any]]:
-        result = shift_sample(sample, category, out, seed, ranges, vignetting)
+        result = shift_sample(sample, category, out, seed, ranges, vignetting, group)
         step(1)
         return result
 

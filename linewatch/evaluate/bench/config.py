@@ -62,6 +62,7 @@ class BenchConfig:
     global_model: GlobalEntry | None = None
     examples: int = 4
     batch_size: int = 8
+    ablation: tuple[str, ...] = ()  # detectors whose clean models also see each shift group alone
     raw: dict[str, Any] = field(default_factory=dict)
 
     def category(self, name: str) -> CategoryEntry:
@@ -181,14 +182,19 @@ def load_config(path: Path) -> BenchConfig:
         raise _fail(path, f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(TOP_KEYS))}")
     settings = _settings(path, raw.get("settings", list(SETTINGS)), "settings")
     shift = raw.get("shift") or {}
-    if set(shift) - {"seed", "vignetting"}:
-        raise _fail(path, "shift: only 'seed' and 'vignetting' can be set")
+    if set(shift) - {"seed", "vignetting", "ablation"}:
+        raise _fail(path, "shift: only 'seed', 'vignetting' and 'ablation' can be set")
     detectors = _detectors(path, raw.get("detectors"), _seeds(path, raw.get("seeds", [0]), "seeds"))
+    ablation = tuple(shift.get("ablation") or ())
+    if not set(ablation) <= {d.name for d in detectors}:
+        raise _fail(path, f"shift.ablation: {list(ablation)!r} are not all detectors of this grid")
+    if ablation and "shift" not in settings:
+        raise _fail(path, "shift.ablation needs the 'shift' setting: it splits that setting's drop by transform")
     categories = _categories(path, raw.get("categories"), detectors)
     return BenchConfig(
         path=path, name=str(raw.get("name", path.stem)), split_seed=int(raw.get("split_seed", 0)),
         settings=settings, shift_seed=int(shift.get("seed", 0)), vignetting=bool(shift.get("vignetting", False)),
         categories=categories, detectors=detectors,
         global_model=_global(path, raw.get("global"), settings, categories, detectors),
-        examples=int(raw.get("examples", 4)), batch_size=int(raw.get("batch_size", 8)), raw=raw,
+        examples=int(raw.get("examples", 4)), batch_size=int(raw.get("batch_size", 8)), ablation=ablation, raw=raw,
     )

@@ -4,11 +4,14 @@ Data prepared once per output folder (and reused when it is already there):
 - `splits/<category>.json`: the one seeded split every cell of the category uses; the shifted copy has
   the same relative paths, so the same file splits it too (the shifted set is the clean split transformed);
 - `shifted/<category>/`: `inspect-shift`'s output;
+- `ablation/<category>/<group>/` (with `shift.ablation`): test/ under one group of the shift's transforms
+  alone, each image with its full-shift draw of that group (`linewatch.data.shift.restrict`);
 - `pooled/<clean|shifted>/`: the global model's category: symlinks named `<category>__<file>` for good
   images and `<category>__<defect>` folders for defects, with its split = the union of the members' splits.
 Cells (`cells/<category>/<detector>/<setting>-s<seed>/`): clean (train on train-clean, calibrate on
 val-clean, test on test-clean), shift (the clean cell's bundle on test-shift: no training) and adapted
-(train on train-shift, calibrate on val-shift, test on test-shift).
+(train on train-shift, calibrate on val-shift, test on test-shift); with `shift.ablation`, `shift-<group>`
+(the clean cell's bundle on the ablation copy: which transform costs what).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from linewatch.data import Category, Splits, make_splits, scan_category
-from linewatch.data.shift import is_shifted, shift_category
+from linewatch.data.shift import SINGLE_GROUPS, is_shifted, shift_category
 from linewatch.evaluate.bench.cell import fingerprint
 from linewatch.evaluate.bench.config import GLOBAL, BenchConfig
 
@@ -87,7 +90,13 @@ def prepare(config: BenchConfig, out: Path, progress: bool = True) -> dict[str, 
             shift_category(entry.data, shifted, seed=config.shift_seed, vignetting=config.vignetting,
                            progress=progress)
         data[entry.name] = {"clean": entry.data, "shifted": shifted, "splits_file": splits_file, "splits": splits,
-                            "examples": _examples(splits, config.examples)}
+                            "examples": _examples(splits, config.examples), "ablation": {}}
+        for group in ablation_groups(config) if config.ablation else ():
+            folder = out / "ablation" / entry.name / group
+            if not is_shifted(folder, entry.data, config.shift_seed, config.vignetting, group):
+                shift_category(entry.data, folder, seed=config.shift_seed, vignetting=config.vignetting,
+                               progress=progress, group=group)
+            data[entry.name]["ablation"][group] = folder
     if config.global_model:
         members = config.global_model.categories
         for domain in ("clean", "shifted") if shifting else ("clean",):
@@ -96,6 +105,24 @@ def prepare(config: BenchConfig, out: Path, progress: bool = True) -> dict[str, 
                   splits_file)
             data[f"{GLOBAL}-{domain}"] = {"data": pooled, "splits_file": splits_file}
     return data
+
+
+def ablation_groups(config: BenchConfig) -> tuple[str, ...]:
+    """The shift's transform groups, one at a time (vignetting too where the shift has it)."""
+    return (*SINGLE_GROUPS, "vignetting") if config.vignetting else SINGLE_GROUPS
+
+
+def _ablation_cells(config: BenchConfig, out: Path, category: str, detector: str, clean: dict[str, Any],
+                    folders: dict[str, Path], split: str) -> list[dict[str, Any]]:
+    """The clean cell's bundle on each one-group copy of test (no training), after that cell."""
+    cells = []
+    for group, folder in folders.items():
+        cell = _cell(config, out, category, detector, f"shift-{group}", clean["seed"], clean["options"], None,
+                     Path(clean["bundle"]), [{"category": category, "data": str(folder), "splits": split}], {})
+        cell.update(upstream=clean["fingerprint"], depends=clean["id"])
+        cell["fingerprint"] = fingerprint(cell)
+        cells.append(cell)
+    return cells
 
 
 def _cell(config: BenchConfig, out: Path, category: str, detector: str, setting: str, seed: int,
@@ -152,6 +179,9 @@ def plan(config: BenchConfig, out: Path, data: dict[str, Any]) -> list[dict[str,
             for seed in detector.seeds:
                 cells += _settings_cells(config, out, entry.name, detector.name, seed, options, config.settings,
                                          train, evals, {entry.name: where["examples"]})
+                if detector.name in config.ablation and seed == detector.seeds[0]:
+                    clean = next(c for c in cells if c["id"] == f"{entry.name}/{detector.name}/clean/seed{seed}")
+                    cells += _ablation_cells(config, out, entry.name, detector.name, clean, where["ablation"], split)
     model = config.global_model
     if model:
         members = model.categories

@@ -1,5 +1,5 @@
 """The bench report's figures (PNG, matplotlib Agg): overlaid ROC / PR / PRO curves per category, per-category
-bars, the shift chart, an examples grid, confusion matrices and the seed spread.
+bars, the shift chart, the transform ablation, an examples grid, confusion matrices and the seed spread.
 
 Curves, examples and confusion matrices show each detector's first seed; bars carry the seed spread.
 """
@@ -122,6 +122,24 @@ def shift_chart(config: BenchConfig, summary: dict[str, Any], path: Path) -> Pat
     return path
 
 
+def ablation_chart(summary: dict[str, Any], path: Path) -> Path | None:
+    """Per category and detector: image AUROC under each shift transform alone, between clean and full shift."""
+    entries = summary.get("ablation") or []
+    if not entries:
+        return None
+    with _figure(path, 1, len(entries), figsize=(4.6 * len(entries), 4.4)) as axes:
+        for ax, entry in zip(axes[0], entries, strict=True):
+            groups = list(entry["groups"])
+            ax.bar(range(len(groups)), [entry["groups"][g] or 0.0 for g in groups], color="tab:orange")
+            for value, style, label in ((entry["clean"], "-", "clean"), (entry["shift"], "--", "full shift")):
+                if value is not None:
+                    ax.axhline(value, color="k", ls=style, lw=1.2, label=f"{label} {value:.3f}")
+            ax.set_xticks(range(len(groups)), groups, rotation=20, fontsize=8)
+            ax.set(title=f"{entry['category']}, {entry['detector']}: image AUROC", ylim=(0, 1.05))
+            ax.legend(fontsize=7, loc="lower left")
+    return path
+
+
 def _thumb(image: np.ndarray) -> np.ndarray:
     return cv2.resize(image, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
 
@@ -200,6 +218,8 @@ def all_figures(config: BenchConfig, summary: dict[str, Any], folder: Path) -> l
     wanted = [("Image AUROC, pixel AUROC and PRO per category", category_bars(config, summary, folder / "bars.png")),
               ("Domain shift: clean, shift without adaptation, adapted", shift_chart(config, summary,
                                                                                     folder / "shift.png")),
+              ("Which transform costs what: image AUROC under each shift transform alone",
+               ablation_chart(summary, folder / "ablation.png")),
               ("Seed spread", seed_spread(config, summary, folder / "seeds.png"))]
     for entry in config.categories:
         name = entry.name

@@ -80,10 +80,24 @@ def shift_table(summary: dict[str, Any]) -> Table:
 
 def targets_table(summary: dict[str, Any]) -> Table:
     header = ["category", "check", "value", "reference", "gap", "limit", "result", "largest per-defect drops"]
+    ablated = bool(summary.get("ablation"))
+    if ablated:
+        header.append("costliest transforms alone")
     body = [[t["category"], t["check"], number(t["value"]), number(t["reference"]), _signed(t["gap"]),
              f"{t['limit']}", "met" if t["met"] else f"MISSED by {t['gap'] - t['limit']:.4f}",
-             "; ".join(t["worst_defects"]) or MISSING] for t in summary["targets"]]
+             "; ".join(t["worst_defects"]) or MISSING]
+            + (["; ".join(t.get("causes") or []) or MISSING] if ablated else []) for t in summary["targets"]]
     return "Targets (image AUROC)", header, body
+
+
+def ablation_table(summary: dict[str, Any]) -> Table:
+    """Image AUROC of each clean model under each group of the shift's transforms alone."""
+    entries = summary.get("ablation") or []
+    groups = list(dict.fromkeys(g for e in entries for g in e["groups"]))
+    header = ["category", "detector", "clean", *(f"{g} alone" for g in groups), "full shift"]
+    body = [[e["category"], e["detector"], number(e["clean"]), *(number(e["groups"].get(g)) for g in groups),
+             number(e["shift"])] for e in entries]
+    return "Which transform costs what: image AUROC under each shift transform alone (same draws)", header, body
 
 
 def seeds_table(summary: dict[str, Any]) -> Table:
@@ -99,7 +113,8 @@ def seeds_table(summary: dict[str, Any]) -> Table:
 
 
 def all_tables(config: BenchConfig, summary: dict[str, Any]) -> list[Table]:
-    return [macro_table(summary), shift_table(summary), targets_table(summary), seeds_table(summary),
+    ablated = [ablation_table(summary)] if summary.get("ablation") else []
+    return [macro_table(summary), shift_table(summary), targets_table(summary), *ablated, seeds_table(summary),
             *category_tables(config, summary)]
 
 
