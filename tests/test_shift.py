@@ -179,7 +179,9 @@ def test_a_group_shift_links_train_and_replacing_it_never_deletes_the_source(tmp
     source = _category(tmp_path / "src", grey=True)
     before = sorted(p.name for p in (source / "train" / "good").iterdir())
     out = tmp_path / "rotation"
-    shift_category(source, out, seed=1, progress=False, group="rotation")
+    result = CliRunner().invoke(main, ["--data", str(source), "--out", str(out), "--seed", "1", "--group", "rotation",
+                                       "--quiet"])
+    assert result.exit_code == 0 and "(rotation alone, seed 1)" in result.output, result.output
     assert (out / "train").is_symlink() and is_shifted(out, source, 1, False, "rotation")
     assert not is_shifted(out, source, 1, False) and not is_shifted(out, source, 1, False, "noise")
     shift_category(source, out, seed=1, progress=False)  # the full shift, same seed, replaces it

@@ -294,10 +294,15 @@ def shift_category(data: Path, out: Path, seed: int = 0, vignetting: bool = Fals
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the shifted category.")
 @click.option("--seed", type=int, default=0, help="Seed of the per-image draws (same seed, same files).")
 @click.option("--vignetting/--no-vignetting", default=False, help="Also darken each image with a radial falloff.")
+@click.option("--group", type=click.Choice(list(GROUPS)), default=None,
+              help="Only this group of transforms, with each image's full-shift draw of it, on test/ only "
+                   "(train/ is linked): which transform costs a clean model what. Default: the full shift.")
 @click.option("--workers", type=int, default=2, help="Images transformed in parallel.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
-def main(data: Path, out: Path, seed: int, vignetting: bool, workers: int, quiet: bool) -> None:
+def main(data: Path, out: Path, seed: int, vignetting: bool, group: str | None, workers: int, quiet: bool) -> None:
     """Write a domain-shifted copy of a category (same relative paths) plus shift.json."""
-    log = shift_category(data, out, seed=seed, vignetting=vignetting, progress=not quiet, workers=workers)
-    click.echo(f"{len(log['images'])} images shifted (seed {seed}) -> {out}; parameters in {out / LOG}")
+    log = shift_category(data, out, seed=seed, vignetting=vignetting, progress=not quiet, workers=workers,
+                         group=group)
+    what = f"{group} alone" if group else "the full shift"
+    click.echo(f"{len(log['images'])} images shifted ({what}, seed {seed}) -> {out}; parameters in {out / LOG}")
