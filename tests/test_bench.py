@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +245,50 @@ def test_a_cell_whose_process_dies_is_recorded_as_failed(tmp_path: Path) -> None
     assert result["status"] == "failed" and "killed by SIGKILL" in result["error"]
     assert "out-of-memory" in result["error"] and result["pid"] not in (0, os.getpid())
     assert stored_failure(cell) == result and finished(cell) is None  # the next run retries it
+
+
+def _sleeping(cell: dict[str, Any], progress: bool) -> None:
+    """A cell that says where it runs and then takes long."""
+    Path(cell["folder"]).mkdir(parents=True, exist_ok=True)
+    (Path(cell["folder"]) / "pid").write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the cell's parent-death signal is Linux's prctl")
+def test_a_killed_driver_takes_its_running_cell_with_it(tmp_path: Path) -> None:
+    cell = {"id": "synthetic/patchcore/clean/seed0", "fingerprint": "f00d", "folder": str(tmp_path / "cell")}
+    driver_code = ("import json, sys; from test_bench import _sleeping; "
+                   "from linewatch.evaluate.bench.runner import run_isolated; "
+                   "run_isolated(json.loads(sys.argv[1]), False, target=_sleeping)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    driver = subprocess.Popen([sys.executable, "-c", driver_code, json.dumps(cell)], env=env)
+    pid_file = tmp_path / "cell" / "pid"
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.is_file() and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.1)
+        assert pid_file.is_file(), "the cell never started"
+        child = int(pid_file.read_text())
+        assert _alive(child)
+        driver.kill()  # SIGKILL: the driver runs no clean-up of its own
+        driver.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the cell outlived its driver"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        if pid_file.is_file() and _alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def test_in_process_and_ray_exclude_each_other(tmp_path: Path) -> None:

@@ -9,12 +9,15 @@ continues where it stopped.
 A fresh process per cell (spawned, so nothing is inherited but the cell) keeps each cell's peak memory its
 own: in one long-lived process a cell's peak starts from whatever earlier cells left allocated. It also
 confines a crash (a native fault, the kernel's out-of-memory killer) to that cell, which is recorded as
-failed while the grid goes on. It costs the imports once per cell (~3 s here; a cell takes 10 s to minutes).
+failed while the grid goes on; and a driver that is killed takes its running cell with it. It costs the
+imports once per cell (~3 s here; a cell takes 10 s to minutes).
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -25,6 +28,7 @@ from linewatch.errors import LinewatchError
 from linewatch.evaluate.bench.cell import ERROR, finished, record_failure, run_cell, stored_failure
 
 RAY_EXTRA = "pip install -e '.[ray]'"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class RayUnavailable(LinewatchError, RuntimeError):
@@ -47,6 +51,24 @@ def _cell_process(cell: dict[str, Any], progress: bool) -> None:
     run_cell(cell, progress=progress)
 
 
+def _die_with(driver: int) -> None:
+    """Linux: have the kernel kill this process when the driver dies, however it dies (SIGTERM, SIGKILL),
+    so no cell runs on orphaned; elsewhere only Ctrl-C and exceptions in the driver stop it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != driver:  # the driver died before prctl took effect
+        os._exit(1)
+
+
+def _guarded(target: Callable[[dict[str, Any], bool], None], cell: dict[str, Any], progress: bool,
+             driver: int) -> None:
+    _die_with(driver)
+    target(cell, progress)
+
+
 def _exit_reason(code: int | None) -> str:
     if code is not None and code < 0:
         name = signal.Signals(-code).name
@@ -63,7 +85,7 @@ def run_isolated(cell: dict[str, Any], progress: bool,
         return {**done, "skipped": True}
     (Path(cell["folder"]) / ERROR).unlink(missing_ok=True)  # only this run's failure may be read back
     start = time.perf_counter()
-    process = multiprocessing.get_context("spawn").Process(target=target, args=(cell, progress),
+    process = multiprocessing.get_context("spawn").Process(target=_guarded, args=(target, cell, progress, os.getpid()),
                                                             name=f"cell {cell['id']}")
     process.start()
     try:
