@@ -34,13 +34,18 @@ def fingerprint(cell: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def finished(cell: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored result of a cell finished with the same fingerprint, else None."""
+def _stored(cell: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The cell folder's `name` JSON if it was written for this cell's fingerprint, else None."""
     try:
-        result = json.loads((Path(cell["folder"]) / RESULT).read_text())
+        doc = json.loads((Path(cell["folder"]) / name).read_text())
     except (OSError, ValueError):
         return None
-    return result if result.get("fingerprint") == cell["fingerprint"] else None
+    return doc if doc.get("fingerprint") == cell["fingerprint"] else None
+
+
+def finished(cell: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored result of a cell finished with the same fingerprint, else None."""
+    return _stored(cell, RESULT)
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
@@ -109,11 +114,7 @@ def record_failure(cell: dict[str, Any], pid: int, error: str, wall_s: float, tr
 
 def stored_failure(cell: dict[str, Any]) -> dict[str, Any] | None:
     """The `error.json` a failed run of this cell left, if any."""
-    try:
-        failure = json.loads((Path(cell["folder"]) / ERROR).read_text())
-    except (OSError, ValueError):
-        return None
-    return failure if failure.get("fingerprint") == cell["fingerprint"] else None
+    return _stored(cell, ERROR)
 
 
 def run_cell(cell: dict[str, Any], progress: bool = False) -> dict[str, Any]:
