@@ -125,8 +125,9 @@ def test_the_report_names_which_shift_transform_costs_what(bench: tuple[Path, st
     assert entry["shift"] == shift["image_auroc"]["values"][0]
     for check in (t for t in results["targets"] if t["category"] == "synthetic" and "PatchCore" in t["check"]):
         drops = sorted(((entry["clean"] - v, g) for g, v in entry["groups"].items()), reverse=True)
-        expected = [f"{g} alone" for d, g in drops[:2] if d > 0.005]
-        assert [c.split(" 0")[0].split(" 1")[0] for c in check["causes"]] == expected
+        expected = [g for d, g in drops[:2] if d > 0.005]
+        assert [cause.split(" alone ")[0] for cause in check["causes"]] == expected
+    assert any(t["causes"] for t in results["targets"])  # the tiny shift does cost something somewhere
     report = (out / "report.md").read_text()
     assert "Which transform costs what" in report and "costliest transforms alone" in report
     assert (out / "figures/ablation.png").stat().st_size > 10_000
