@@ -150,15 +150,19 @@ def _worst_defects(table_rows: list[dict[str, Any]], category: str, detector: st
 
 
 def ablation(ablation_rows: list[dict[str, Any]], cells: dict[tuple[str, str, str], dict[str, Any]],
-             categories: list[str]) -> list[dict[str, Any]]:
+             categories: list[str], detectors: list[str]) -> list[dict[str, Any]]:
     """Per category and detector with `shift.ablation`: image AUROC clean, under each transform group alone and
     under the full shift (first seed: the clean bundle the ablation cells scored)."""
     groups: dict[tuple[str, str], dict[str, float | None]] = defaultdict(dict)
     for row in sorted(ablation_rows, key=lambda r: r["seed"], reverse=True):  # the first seed wins
         groups[(row["category"], row["detector"])][row["setting"].removeprefix("shift-")] = row["values"]["image_auroc"]
     out = []
-    order = {name: i for i, name in enumerate(categories)}
-    for (category, detector), values in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 0), kv[0])):
+    def position(key: tuple[str, str]) -> tuple[int, int]:  # the config's order of categories, then detectors
+        category, detector = key
+        return (categories.index(category) if category in categories else len(categories),
+                detectors.index(detector) if detector in detectors else len(detectors))
+
+    for (category, detector), values in sorted(groups.items(), key=lambda kv: position(kv[0])):
         clean = cells.get((category, detector, "clean"), {}).get("image_auroc", {}).get("values") or [None]
         shifted = cells.get((category, detector, "shift"), {}).get("image_auroc", {}).get("values") or [None]
         out.append({"category": category, "detector": detector, "clean": clean[0], "shift": shifted[0],
@@ -217,7 +221,8 @@ def summarise(config: BenchConfig, results: list[dict[str, Any]]) -> dict[str, A
     table_rows = [r for r in every_row if r["setting"] in SETTING_ORDER]
     cells = per_category(table_rows)
     categories = [c.name for c in config.categories]
-    ablated = ablation([r for r in every_row if r["setting"] not in SETTING_ORDER], cells, categories)
+    ablated = ablation([r for r in every_row if r["setting"] not in SETTING_ORDER], cells, categories,
+                       [d.name for d in config.detectors])
     return {"rows": table_rows, "cells": cells, "macro": macro(table_rows, categories),
             "shift": shift_summary(cells), "ablation": ablated, "targets": targets(config, table_rows, cells, ablated),
             "failed": [{"id": r["id"], "error": r.get("error")} for r in results if r.get("status") != "ok"]}
