@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from linewatch.bundle import read_manifest
 from linewatch.data.synthetic import make_synthetic_category
 from linewatch.inspector import Inspector
-from linewatch.models.anomaly_map import anomaly_maps
-from linewatch.train.blur import CANDIDATES, DEFAULT_SIGMA, blurred, choose_sigma
+from linewatch.models.anomaly_map import anomaly_maps, blur_map
+from linewatch.train.blur import CANDIDATES, DEFAULT_SIGMA, choose_sigma
 from linewatch.train.cli import main as train_main
 
 SIZE = 64
@@ -28,7 +28,7 @@ def val_set(defect: np.ndarray, rng: np.random.Generator, noise: str, amplitude:
         for _ in range(n):
             field = rng.normal(size=(SIZE, SIZE)).astype(np.float32)
             if noise == "coarse":
-                field = blurred(field, 3.0)
+                field = blur_map(field, 3.0)
                 field /= field.std()
             mask = defect if label else np.zeros_like(defect)
             masks.append(mask)
@@ -62,7 +62,7 @@ def test_blurring_the_unblurred_map_is_the_map_at_that_sigma(sigma: float) -> No
     """The choice blurs sigma-0 maps; the runtime blurs through `anomaly_maps`: the same map."""
     patches = np.random.default_rng(2).random((2, 12, 20)).astype(np.float32)
     direct = anomaly_maps(patches, (96, 160), sigma)
-    via = np.stack([blurred(m, sigma) for m in anomaly_maps(patches, (96, 160), 0.0)])
+    via = np.stack([blur_map(m, sigma) for m in anomaly_maps(patches, (96, 160), 0.0)])
     np.testing.assert_allclose(via, direct, rtol=0, atol=1e-5 * float(np.abs(direct).max()))
 
 

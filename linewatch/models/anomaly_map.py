@@ -45,11 +45,17 @@ def anomaly_maps(patch_scores: np.ndarray, size: tuple[int, int], sigma: float =
         for i, one in enumerate(scores):
             out[i] = cv2.gemm(cv2.gemm(rows, one, 1, None, 0, flags=cv2.GEMM_1_T), cols, 1, None, 0)
         return out
-    ksize = blur_kernel_size(sigma)
     for i, one in enumerate(scores):
-        up = cv2.resize(one, (width, height), interpolation=cv2.INTER_LINEAR)
-        out[i] = cv2.GaussianBlur(up, (ksize, ksize), sigma, borderType=cv2.BORDER_REFLECT) if sigma > 0 else up
+        out[i] = blur_map(cv2.resize(one, (width, height), interpolation=cv2.INTER_LINEAR), sigma)
     return out
+
+
+def blur_map(anomaly_map: np.ndarray, sigma: float) -> np.ndarray:
+    """The maps' 2-D Gaussian blur (reflected border, +-4 sigma); sigma 0 leaves the map as it is."""
+    if sigma <= 0:
+        return anomaly_map
+    ksize = blur_kernel_size(sigma)
+    return cv2.GaussianBlur(anomaly_map, (ksize, ksize), sigma, borderType=cv2.BORDER_REFLECT)
 
 
 def resize_map(anomaly_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -16,23 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
 from linewatch.metrics.pixel import pro_score
-from linewatch.models.anomaly_map import blur_kernel_size
+from linewatch.models.anomaly_map import blur_map
 
 DEFAULT_SIGMA = 4.0  # anomalib's and the PatchCore paper's; kept where val-clean cannot decide
 CANDIDATES = (4.0, 6.0, 8.0)
 MIN_REGIONS = 3  # fewer masked defects on val-clean than this: too few to choose by
-
-
-def blurred(unblurred: np.ndarray, sigma: float) -> np.ndarray:
-    """A map upsampled with sigma 0, blurred as `anomaly_maps` blurs (reflected border, +-4 sigma)."""
-    if sigma <= 0:
-        return unblurred
-    ksize = blur_kernel_size(sigma)
-    return cv2.GaussianBlur(unblurred, (ksize, ksize), sigma, borderType=cv2.BORDER_REFLECT)
 
 
 def choose_sigma(unblurred: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> tuple[float, dict[str, Any]]:
@@ -45,7 +36,7 @@ def choose_sigma(unblurred: Sequence[np.ndarray], masks: Sequence[np.ndarray | N
     if defects < MIN_REGIONS:
         return DEFAULT_SIGMA, {"method": "default", "reason": f"{defects} masked defects on val-clean", "pro": {}}
     truth = [mask for mask, _ in pairs]
-    pro = {sigma: pro_score(truth, [blurred(amap, sigma) for _, amap in pairs]) for sigma in CANDIDATES}
+    pro = {sigma: pro_score(truth, [blur_map(amap, sigma) for _, amap in pairs]) for sigma in CANDIDATES}
     best = max(pro.values())
     chosen = min(s for s, value in pro.items() if value == best)
     return chosen, {"method": "val-clean PRO", "masked_defects": defects,
