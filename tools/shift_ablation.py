@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from linewatch.batches import iter_batches
 from linewatch.data import scan_category
-from linewatch.data.shift import fill_region, is_shifted, shift_category
+from linewatch.data.shift import ensure_shifted, fill_region
 from linewatch.evaluate.pipeline import evaluate, select_samples
 from linewatch.inspector import Inspector
 from linewatch.scoring import score_outputs
@@ -37,18 +37,6 @@ VARIANTS = {
     "blur": "blur",
     "noise": "noise",
 }
-
-
-def _key(name: str) -> str:
-    return name.split(" ")[0]
-
-
-def _variant(category_root: Path, out: Path, group: str, seed: int) -> dict[str, dict[str, Any]]:
-    """test/ shifted by `group` alone ("all": the full shift), train/ linked from the source; returns each
-    image's drawn parameters."""
-    if not is_shifted(out, category_root, seed, False, group):
-        shift_category(category_root, out, seed, progress=False, group=group)
-    return json.loads((out / "shift.json").read_text())["images"]
 
 
 def fill_left_out(bundle: Path, folder: Path, params: dict[str, dict[str, Any]], margin: int) -> dict[str, float]:
@@ -84,28 +72,29 @@ def fill_left_out(bundle: Path, folder: Path, params: dict[str, dict[str, Any]],
 @click.option("--data", required=True, type=click.Path(exists=True, path_type=Path), help="The clean category.")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True, help="Shift seed (the bench's shift.seed).")
-@click.option("--variants", default=",".join(_key(name) for name in VARIANTS), show_default=True,
+@click.option("--variants", default=",".join(VARIANTS.values()), show_default=True,
               help="Which variants, by first word.")
 @click.option("--leave-out-fill", "margin", type=click.IntRange(0), default=None,
               help="Also score the full shift without its mirrored border, dilated by this many input pixels.")
 def main(bundle: Path, data: Path, out: Path, seed: int, variants: str, margin: int | None) -> None:
     """Evaluate BUNDLE on its test split under each group of shift transforms alone."""
     chosen = {key.strip() for key in variants.split(",")}
-    unknown = chosen - {_key(name) for name in VARIANTS}
+    unknown = chosen - set(VARIANTS.values())
     if unknown:
         raise click.BadParameter(f"unknown variants {sorted(unknown)}", param_hint="--variants")
     rows: dict[str, Any] = {}
     for name, group in VARIANTS.items():
-        if _key(name) not in chosen:
+        if group not in chosen:
             continue
-        folder = out / _key(name)
-        _variant(data, folder, group, seed)
-        metrics = evaluate(bundle, folder, out / "eval" / _key(name), progress=False, plots=False)
+        folder = out / group  # test/ shifted by the group alone, train/ linked from the source
+        ensure_shifted(data, folder, seed, group=group, progress=False)
+        metrics = evaluate(bundle, folder, out / "eval" / group, progress=False, plots=False)
         rows[name] = {k: metrics[k] for k in ("image_auroc", "pixel_auroc", "pro", "f1")}
         click.echo(f"{name:45s} " + "  ".join(f"{k} {v:.4f}" for k, v in rows[name].items() if v is not None))
     if margin is not None:
         folder = out / "full"
-        result = fill_left_out(bundle, folder, _variant(data, folder, "all", seed), margin)
+        params = ensure_shifted(data, folder, seed, group="all", progress=False)["images"]
+        result = fill_left_out(bundle, folder, params, margin)
         rows[f"full shift, fill left out ({margin} px margin)"] = result
         click.echo(f"full shift: image AUROC {result['image_auroc']:.4f}, "
                    f"fill left out {result['image_auroc_fill_left_out']:.4f}")

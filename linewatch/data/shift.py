@@ -289,6 +289,14 @@ def shift_category(data: Path, out: Path, seed: int = 0, vignetting: bool = Fals
     return log
 
 
+def ensure_shifted(data: Path, out: Path, seed: int = 0, vignetting: bool = False, group: str | None = None,
+                   progress: bool = True) -> dict[str, Any]:
+    """The shift log of `out`, after writing the shift unless a complete one with these settings is there."""
+    if is_shifted(out, data, seed, vignetting, group):
+        return json.loads((Path(out) / LOG).read_text())
+    return shift_category(data, out, seed=seed, vignetting=vignetting, progress=progress, group=group)
+
+
 @click.command(context_settings={"show_default": True})
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Category folder in MVTec layout.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the shifted category.")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from linewatch.data import Category, Splits, make_splits, scan_category
-from linewatch.data.shift import SINGLE_GROUPS, is_shifted, shift_category
+from linewatch.data.shift import SINGLE_GROUPS, ensure_shifted
 from linewatch.evaluate.bench.cell import fingerprint
 from linewatch.evaluate.bench.config import GLOBAL, BenchConfig
 
@@ -86,16 +86,13 @@ def prepare(config: BenchConfig, out: Path, progress: bool = True) -> dict[str, 
         splits_file = out / "splits" / f"{entry.name}.json"
         splits = _write_splits(category, config.split_seed, splits_file)
         shifted = out / "shifted" / entry.name
-        if shifting and not is_shifted(shifted, entry.data, config.shift_seed, config.vignetting):
-            shift_category(entry.data, shifted, seed=config.shift_seed, vignetting=config.vignetting,
-                           progress=progress)
+        if shifting:
+            ensure_shifted(entry.data, shifted, config.shift_seed, config.vignetting, progress=progress)
         data[entry.name] = {"clean": entry.data, "shifted": shifted, "splits_file": splits_file, "splits": splits,
                             "examples": _examples(splits, config.examples), "ablation": {}}
         for group in ablation_groups(config) if config.ablation else ():
             folder = out / "ablation" / entry.name / group
-            if not is_shifted(folder, entry.data, config.shift_seed, config.vignetting, group):
-                shift_category(entry.data, folder, seed=config.shift_seed, vignetting=config.vignetting,
-                               progress=progress, group=group)
+            ensure_shifted(entry.data, folder, config.shift_seed, config.vignetting, group, progress)
             data[entry.name]["ablation"][group] = folder
     if config.global_model:
         members = config.global_model.categories
