@@ -130,10 +130,10 @@ def fit_and_score(search: FeatureSearch, options: dict[str, Any], cache: StageCa
     if preprocess.align is not None:  # the margin the candidate's own layers give (`margin_for`)
         preprocess = replace(preprocess, align=replace(preprocess.align, margin=margin_for(config.layers)))
     scores, maps, score_ms = [], [], 0.0
+    sigma = DEFAULT_SIGMA if options["blur_sigma"] is None else options["blur_sigma"]  # the final fit chooses
     for features in _features(head, cache.val, batch):
         timings: dict[str, float] = {}
         warps = cache.val_warps[len(maps) : len(maps) + len(features)]
-        sigma = DEFAULT_SIGMA if options["blur_sigma"] is None else options["blur_sigma"]  # the final fit chooses
         prediction = score_outputs(detector, {"features": features}, config.image_size, sigma, timings,
                                    preprocess.unseen(warps))
         score_ms += timings["score"] + timings["maps"]
