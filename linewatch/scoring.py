@@ -18,7 +18,7 @@ from linewatch.batches import iter_batches
 from linewatch.data import Sample
 from linewatch.features.preprocess import Preprocessor
 from linewatch.models.anomaly_map import anomaly_maps
-from linewatch.models.base import Detector
+from linewatch.models.base import Detector, PatchScores
 
 NetworkFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
@@ -41,11 +41,13 @@ def score_outputs(
     """
     start = time.perf_counter()
     patch = detector.patch_scores(outputs)
+    patch = patch if isinstance(patch, PatchScores) else PatchScores(patch, patch)
     if unseen is not None:
-        patch = leave_out(patch, unseen)
+        left = leave_out(patch.map, unseen)
+        patch = PatchScores(left, left if patch.image is patch.map else leave_out(patch.image, unseen))
     scored = time.perf_counter()
-    maps = anomaly_maps(patch, image_size, sigma)
-    scores = detector.image_scores(patch, maps, outputs).astype(np.float32)
+    maps = anomaly_maps(patch.map, image_size, sigma)
+    scores = detector.image_scores(patch.image, maps, outputs).astype(np.float32)
     if timings is not None:
         timings["score"] = 1000 * (scored - start)
         timings["maps"] = 1000 * (time.perf_counter() - scored)

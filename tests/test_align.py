@@ -17,7 +17,8 @@ from linewatch.evaluate.cli import main as eval_main
 from linewatch.features.align import REFERENCE_FILE, Aligner, build_reference, margin_for
 from linewatch.features.preprocess import Preprocessor
 from linewatch.inspector import Inspector
-from linewatch.scoring import leave_out
+from linewatch.models.patchcore.model import PatchCore, PatchCoreParams
+from linewatch.scoring import leave_out, score_outputs
 from linewatch.train.cli import main as train_main
 
 
@@ -115,6 +116,22 @@ def test_left_out_patches_can_neither_raise_the_score_nor_mark_the_map() -> None
     assert kept[0].max() < 2 and kept[1].max() == 9
     assert np.array_equal(kept[:, 1:], patch[:, 1:])
     assert np.array_equal(leave_out(patch, [None, None]), patch)
+
+
+def test_unseen_patches_are_left_out_of_both_the_map_and_the_image_score() -> None:
+    """PatchCore's map and image score read different neighbours (`PatchScores`): padding must reach
+    neither."""
+    rng = np.random.default_rng(1)
+    bank = rng.normal(size=(50, 4)).astype(np.float32)
+    features = rng.normal(size=(1, 4, 8, 8)).astype(np.float32)
+    features[0, :, 0, 0] = 40.0  # padding: far from every bank patch
+    detector = PatchCore(bank, PatchCoreParams()).with_map_k(3)
+    corner = np.zeros((64, 64), bool)
+    corner[:6, :6] = True
+    seen = score_outputs(detector, {"features": features}, (64, 64), 0.0)
+    kept = score_outputs(detector, {"features": features}, (64, 64), 0.0, unseen=[corner])
+    assert seen.maps[0, 0, 0] > 20 and kept.maps[0, :8, :8].max() < 10
+    assert seen.scores[0] > 20 and kept.scores[0] < 10
 
 
 def test_aligner_settings_that_differ_are_refused(tmp_path: Path) -> None:

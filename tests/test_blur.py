@@ -1,4 +1,4 @@
-"""The map blur PatchCore chooses on val-clean's masks (`linewatch.train.blur`) and where it goes."""
+"""The map blur and neighbours PatchCore chooses on val-clean's masks (`linewatch.train.blur`) and where they go."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from linewatch.bundle import read_manifest
 from linewatch.data.synthetic import make_synthetic_category
 from linewatch.inspector import Inspector
 from linewatch.models.anomaly_map import anomaly_maps, blur_map
-from linewatch.train.blur import CANDIDATES, DEFAULT_SIGMA, choose_sigma
+from linewatch.train.blur import CANDIDATES, DEFAULT_SIGMA, NEIGHBOURS, choose_map
 from linewatch.train.cli import main as train_main
 
 SIZE = 64
@@ -42,10 +42,13 @@ def test_a_faint_large_defect_in_fine_noise_gets_the_widest_blur_and_a_thin_one_
     blob[16:48, 16:48] = True
     line = np.zeros((SIZE, SIZE), bool)
     line[:, 31] = True
-    wide, table = choose_sigma(*val_set(blob, rng, "fine", amplitude=0.3))
-    narrow, _ = choose_sigma(*val_set(line, rng, "coarse"))
-    assert wide == max(CANDIDATES) and narrow == min(CANDIDATES)
+    maps, masks = val_set(blob, rng, "fine", amplitude=0.3)
+    none, wide, table = choose_map({None: maps}, masks)
+    maps, masks = val_set(line, rng, "coarse")
+    _, narrow, _ = choose_map({None: maps}, masks)
+    assert wide == max(CANDIDATES) and narrow == min(CANDIDATES) and none is None
     assert table["method"] == "val-clean PRO" and set(table["pro"]) == {f"{s:g}" for s in CANDIDATES}
+    assert "neighbours" not in table
     assert table["pro"]["8"] > table["pro"]["4"]
 
 
@@ -53,8 +56,26 @@ def test_too_few_masked_defects_keep_the_default() -> None:
     rng = np.random.default_rng(1)
     maps, masks = val_set(np.eye(SIZE, dtype=bool), rng, "fine", n=2)
     masks[-1] = None  # a defect without a mask is left out
-    sigma, table = choose_sigma(maps, masks)
+    neighbours, sigma, table = choose_map({1: maps, 3: maps}, masks)
     assert sigma == DEFAULT_SIGMA and table["method"] == "default" and "1 masked defects" in table["reason"]
+    assert neighbours == table["neighbours"] == 1
+    assert choose_map({None: maps}, masks, sigmas=(5.0,))[1] == 5.0
+
+
+def test_neighbours_are_chosen_with_the_sigma_and_ties_keep_the_fewest() -> None:
+    """Three candidates' maps: noisier for one neighbour (a single distance), smoother for more; the faint
+    large defect is found best by the smoothest. Identical maps tie, and the tie keeps the fewest."""
+    rng = np.random.default_rng(3)
+    blob = np.zeros((SIZE, SIZE), bool)
+    blob[20:44, 20:44] = True
+    maps, masks = val_set(blob, rng, "fine", amplitude=0.4)
+    smooth = [m + 0.0 for m in maps]
+    for m, mask in zip(smooth, masks, strict=True):
+        m -= 0.6 * (m - 0.4 * mask)  # the same defect over less noise
+    neighbours, sigma, table = choose_map({1: maps, 3: smooth, 5: smooth}, masks, sigmas=(4.0,))
+    assert (neighbours, sigma) == (3, 4.0) and table["neighbours"] == 3
+    assert table["pro_by_neighbours"]["3"]["4"] > table["pro_by_neighbours"]["1"]["4"]
+    assert table["pro"] == table["pro_by_neighbours"]["3"]
 
 
 @pytest.mark.parametrize("sigma", CANDIDATES)
@@ -78,16 +99,25 @@ def _train(category: Path, out: Path, *extra: str) -> dict:
     return {"manifest": read_manifest(out), "output": result.output}
 
 
-def test_patchcore_chooses_its_blur_records_it_and_the_bundle_applies_it(category: Path, tmp_path: Path) -> None:
+def test_patchcore_chooses_its_blur_and_neighbours_records_them_and_the_bundle_applies_them(
+        category: Path, tmp_path: Path) -> None:
     chosen = _train(category, tmp_path / "chosen")
     post = chosen["manifest"]["postprocess"]
     assert post["blur_sigma"] in CANDIDATES and post["blur"]["method"] == "val-clean PRO"
-    best = max(post["blur"]["pro"].values())
-    assert post["blur"]["pro"][f"{post['blur_sigma']:g}"] == best
+    table = post["blur"]["pro_by_neighbours"]
+    assert set(table) == {str(k) for k in NEIGHBOURS}
+    best = max(pro for row in table.values() for pro in row.values())
+    assert table[str(post["blur"]["neighbours"])][f"{post['blur_sigma']:g}"] == best
     assert f"map blur sigma {post['blur_sigma']:g}" in chosen["output"]
-    assert Inspector.from_bundle(tmp_path / "chosen").blur_sigma == post["blur_sigma"]
-    pinned = _train(category, tmp_path / "pinned", "--blur-sigma", "5")
+    assert f"map neighbours {post['blur']['neighbours']}" in chosen["output"]
+    inspector = Inspector.from_bundle(tmp_path / "chosen")
+    assert inspector.blur_sigma == post["blur_sigma"]
+    assert inspector.detector.params.map_k == chosen["manifest"]["detector"]["map_k"] == post["blur"]["neighbours"]
+    pinned = _train(category, tmp_path / "pinned", "--blur-sigma", "5", "--map-knn", "3")
     assert pinned["manifest"]["postprocess"]["blur_sigma"] == 5.0 and "blur" not in pinned["manifest"]["postprocess"]
-    # the blur shapes maps only: PatchCore's image scores, hence its threshold, do not move
+    assert pinned["manifest"]["detector"]["map_k"] == 3
+    sigma_only = _train(category, tmp_path / "sigma-only", "--blur-sigma", "5")["manifest"]["postprocess"]
+    assert sigma_only["blur_sigma"] == 5.0 and set(sigma_only["blur"]["pro"]) == {"5"}
+    # the blur and the map's neighbours shape maps only: PatchCore's image scores, hence its threshold, do not move
     thresholds = [run["manifest"]["calibration"]["threshold"] for run in (pinned, chosen)]
     assert thresholds[0] == pytest.approx(thresholds[1])

@@ -88,13 +88,50 @@ def test_patchcore_scores_outliers_high_and_round_trips(tmp_path) -> None:
     test = _features(rng, 2)
     test[1, :, 2, 2] += 10
     patch = model.patch_scores({"features": test})
-    assert patch.shape == (2, 4, 4) and patch[1].argmax() == 2 * 4 + 2
-    scores = model.image_scores(patch, anomaly_maps(patch, (16, 16), 1.0), {"features": test})
+    assert patch.map.shape == patch.image.shape == (2, 4, 4) and patch.image[1].argmax() == 2 * 4 + 2
+    scores = model.image_scores(patch.image, anomaly_maps(patch.map, (16, 16), 1.0), {"features": test})
     assert scores[1] > scores[0]
     section, files = model.save(tmp_path)
     loaded = PatchCore.load(tmp_path, section)
-    assert files == ["memory_bank.npy"]
-    assert np.array_equal(loaded.patch_scores({"features": test}), patch)
+    assert files == ["memory_bank.npy"] and section["map_k"] == 1
+    again = loaded.patch_scores({"features": test})
+    assert np.array_equal(again.map, patch.map) and np.array_equal(again.image, patch.image)
+
+
+def test_map_averages_map_k_neighbours_and_image_score_reads_k_from_one_search() -> None:
+    """Against brute force: the map is the mean distance to the 3 nearest bank patches, the image score's
+    patches the distance to the nearest one."""
+    rng = np.random.default_rng(7)
+    bank = rng.normal(size=(40, 6)).astype(np.float32)
+    test = _features(rng, 2)
+    model = PatchCore(bank, PatchCoreParams(k=1)).with_map_k(3)
+    patch = model.patch_scores({"features": test})
+    dists = np.sort(np.linalg.norm(flatten_patches(test)[:, None] - bank[None], axis=2), axis=1)
+    assert np.allclose(patch.image.ravel(), dists[:, 0], rtol=1e-4)
+    assert np.allclose(patch.map.ravel(), dists[:, :3].mean(axis=1), rtol=1e-4)
+    assert (patch.map >= patch.image - 1e-5).all() and not np.allclose(patch.map, patch.image)
+    single = PatchCore(bank, PatchCoreParams(k=2, map_k=2)).patch_scores({"features": test})
+    assert single.map is single.image and np.allclose(single.image.ravel(), dists[:, :2].mean(axis=1), rtol=1e-4)
+
+
+def test_map_k_beyond_the_bank_averages_what_the_bank_holds() -> None:
+    """A bank smaller than map_k (a tiny product, a quick run): FAISS pads missing neighbours with -1 and a
+    huge distance; the map averages the bank's patches instead."""
+    bank = np.array([[0.0, 0], [3.0, 4.0]], np.float32)
+    features = np.zeros((1, 2, 1, 1), np.float32)
+    patch = PatchCore(bank, PatchCoreParams(map_k=5)).patch_scores({"features": features})
+    assert patch.map[0, 0, 0] == pytest.approx(2.5) and patch.image[0, 0, 0] == pytest.approx(0.0)
+
+
+def test_bundles_from_before_map_k_keep_one_k_for_map_and_image(tmp_path) -> None:
+    rng = np.random.default_rng(8)
+    model = PatchCore(rng.normal(size=(30, 6)).astype(np.float32), PatchCoreParams(k=2))
+    section, _ = model.save(tmp_path)
+    del section["map_k"]
+    old = PatchCore.load(tmp_path, section)
+    assert old.params.map_k == 2
+    patch = old.patch_scores({"features": _features(rng, 1)})
+    assert patch.map is patch.image
 
 
 def test_patches_with_non_finite_features_score_nan_instead_of_a_saturated_distance() -> None:
@@ -103,8 +140,8 @@ def test_patches_with_non_finite_features_score_nan_instead_of_a_saturated_dista
     test = _features(rng, 2)
     test[0, 3, 1, 2] = np.inf
     test[1, 0, 0, 0] = np.nan
-    patch = model.patch_scores({"features": test})
-    assert np.isnan(patch[0, 1, 2]) and np.isnan(patch[1, 0, 0]) and np.isfinite(patch).sum() == patch.size - 2
+    for patch in model.patch_scores({"features": test}):
+        assert np.isnan(patch[0, 1, 2]) and np.isnan(patch[1, 0, 0]) and np.isfinite(patch).sum() == patch.size - 2
 
 
 def test_patchcore_memory_bank_is_a_subset_of_training_patches() -> None:
@@ -133,7 +170,7 @@ def test_reweighting_downweights_patches_in_dense_neighbourhoods() -> None:
     images = np.stack([np.stack([cluster[0] + offset, cluster[1], cluster[2], far[0]]),
                        np.stack([lone[0] + offset, cluster[1], cluster[2], far[0]])]).astype(np.float32)
     features = images.reshape(2, 2, 2, 4).transpose(0, 3, 1, 2)  # (N, C, h, w), patch 0 at the top left
-    patch = model.patch_scores({"features": features})
+    patch = model.patch_scores({"features": features}).image
     assert patch[:, 0, 0] == pytest.approx([0.5, 0.5], abs=0.03) and patch.reshape(2, -1)[:, 1:].max() < 2e-3
     weighted = model.image_scores(patch, anomaly_maps(patch, (4, 4), 0), {"features": features})
     dense, sparse = weighted / patch.reshape(2, -1).max(axis=1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -19,11 +19,20 @@ if TYPE_CHECKING:
     from linewatch.progress import Bars
 
 
+class PatchScores(NamedTuple):
+    """Two readings of one patch-score pass, for a detector whose map and image score want different
+    statistics (PatchCore: the map averages more neighbours than the image score's nearest one)."""
+
+    map: np.ndarray  # (N, h, w): upsampled and blurred into the anomaly map
+    image: np.ndarray  # (N, h, w): what `image_scores` receives
+
+
 class Detector(Protocol):
     kind: str
 
-    def patch_scores(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Named network outputs -> (N, h, w) float32 anomaly scores on any grid (upsampled and blurred later)."""
+    def patch_scores(self, outputs: dict[str, np.ndarray]) -> np.ndarray | PatchScores:
+        """Named network outputs -> (N, h, w) float32 anomaly scores on any grid (upsampled and blurred later),
+        or `PatchScores` when the map and the image score read different ones."""
 
     def image_scores(self, patch_scores: np.ndarray, maps: np.ndarray, outputs: dict[str, np.ndarray]) -> np.ndarray:
         """(N,) raw image scores from the patch scores, the post-processed maps and the network outputs."""

@@ -1,4 +1,5 @@
-"""The anomaly map's blur, chosen on val-clean's masks where the detector leaves it unset (PatchCore).
+"""The anomaly map's blur and neighbours, chosen on val-clean's masks where the detector leaves them unset
+(PatchCore).
 
 A wider blur joins the patches of a large defect and hides a thin one, so the best sigma depends on the
 product's defects: by val-clean PRO, capsule preferred sigma 4, transistor and magnetic tile 8, and
@@ -9,11 +10,15 @@ encoding (0.20 -> 0.78 ms per 256 px frame) for at most +0.002 PRO (bottle, sigm
 makes the runtime slower. PatchCore's image score is the maximum patch score, before the blur, so choosing
 the blur moves only the maps (regions, heatmaps, pixel metrics), never a verdict. Detectors whose image
 score is the blurred map's maximum (PaDiM, the reconstruction detectors) keep a fixed sigma.
+
+PatchCore's map may also average more than the nearest bank patch (`models.patchcore.model`): a smoother
+density estimate that raised val-clean PRO on capsule and the long tiles and lowered it on bottle, so the
+number of neighbours is chosen with the sigma, from the same unblurred val-clean maps, one pass each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,21 +28,34 @@ from linewatch.models.anomaly_map import blur_map
 
 DEFAULT_SIGMA = 4.0  # anomalib's and the PatchCore paper's; kept where val-clean cannot decide
 CANDIDATES = (4.0, 6.0, 8.0)
+NEIGHBOURS = (1, 3, 5)  # PatchCore's map neighbours offered; 1 is the paper's, kept where val-clean cannot decide
 MIN_REGIONS = 3  # fewer masked defects on val-clean than this: too few to choose by
 
 
-def choose_sigma(unblurred: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> tuple[float, dict[str, Any]]:
-    """The candidate sigma with the highest val-clean PRO (ties: the smallest) and the table.
+def choose_map(unblurred: Mapping[int | None, Sequence[np.ndarray]], masks: Sequence[np.ndarray | None],
+               sigmas: Sequence[float] = CANDIDATES) -> tuple[int | None, float, dict[str, Any]]:
+    """The (map neighbours, sigma) pair with the highest val-clean PRO (ties: fewer neighbours, then the
+    smaller sigma) and the table.
 
-    `unblurred` are val-clean's maps with sigma 0, `masks` their ground truth at the map size (empty for good
-    images, None for defects without a mask, which are left out)."""
-    pairs = [(mask, amap) for mask, amap in zip(masks, unblurred, strict=True) if mask is not None]
-    defects = sum(bool(mask.any()) for mask, _ in pairs)
+    `unblurred` maps each candidate neighbour count (None for detectors without one) to val-clean's maps with
+    sigma 0; `masks` are their ground truth at the map size (empty for good images, None for defects without a
+    mask, which are left out). With too few masked defects: the first candidate and `DEFAULT_SIGMA` (or the
+    only sigma offered)."""
+    keep = [i for i, mask in enumerate(masks) if mask is not None]
+    truth = [masks[i] for i in keep]
+    defects = sum(bool(mask.any()) for mask in truth)
+    first = min(unblurred, key=lambda k: k or 0)
     if defects < MIN_REGIONS:
-        return DEFAULT_SIGMA, {"method": "default", "reason": f"{defects} masked defects on val-clean", "pro": {}}
-    truth = [mask for mask, _ in pairs]
-    pro = {sigma: pro_score(truth, [blur_map(amap, sigma) for _, amap in pairs]) for sigma in CANDIDATES}
+        sigma = sigmas[0] if len(sigmas) == 1 else DEFAULT_SIGMA
+        return first, sigma, {"method": "default", "reason": f"{defects} masked defects on val-clean", "pro": {},
+                              **({"neighbours": first} if first is not None else {})}
+    pro = {(k, sigma): pro_score(truth, [blur_map(maps[i], sigma) for i in keep])
+           for k, maps in unblurred.items() for sigma in sigmas}
     best = max(pro.values())
-    chosen = min(s for s, value in pro.items() if value == best)
-    return chosen, {"method": "val-clean PRO", "masked_defects": defects,
-                    "pro": {f"{sigma:g}": round(value, 4) for sigma, value in pro.items()}}
+    neighbours, sigma = min((key for key, value in pro.items() if value == best), key=lambda key: (key[0] or 0, key[1]))
+    table: dict[str, Any] = {"method": "val-clean PRO", "masked_defects": defects,
+                             "pro": {f"{s:g}": round(pro[neighbours, s], 4) for s in sigmas}}
+    if neighbours is not None:
+        table["neighbours"] = neighbours
+        table["pro_by_neighbours"] = {str(k): {f"{s:g}": round(pro[k, s], 4) for s in sigmas} for k in unblurred}
+    return neighbours, sigma, table

@@ -114,3 +114,6 @@ def main(config_file: Path | None, tune: bool, budget: float | None, quiet: bool
     if blur:
         tried = ", ".join(f"{s} {pro:.4f}" for s, pro in blur["pro"].items()) or blur.get("reason", "")
         click.echo(f"  map blur sigma {result.manifest['postprocess']['blur_sigma']:g} ({blur['method']}: {tried})")
+        if "pro_by_neighbours" in blur:
+            best = ", ".join(f"{k} {max(row.values()):.4f}" for k, row in blur["pro_by_neighbours"].items())
+            click.echo(f"  map neighbours {blur['neighbours']} (val-clean PRO at each count's best sigma: {best})")

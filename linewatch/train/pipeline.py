@@ -33,7 +33,7 @@ from linewatch.models.registry import get_spec
 from linewatch.progress import Bars
 from linewatch.resources import peak_rss_mb
 from linewatch.scoring import predict_groups
-from linewatch.train.blur import choose_sigma
+from linewatch.train.blur import CANDIDATES, NEIGHBOURS, choose_map
 
 log = logging.getLogger(__name__)
 HISTORY_FILE = "history.json"
@@ -77,10 +77,15 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
     labels, scores, map_peaks, maps, masks, scored = [], [], [], [], [], []
     preprocess = Preprocessor(io.size, io.channels, fitted.aligner, intensity=fitted.intensity)
     groups = calibration_groups(splits.val, fitted.detector, fitted.calibration)
-    sigma, blur = options["blur_sigma"], None
-    if sigma is None:
-        sigma, blur = _choose_blur(engine, groups, preprocess, io.size, options["batch_size"], bars)
-        log.info("map blur sigma %g (%s)", sigma, blur["method"])
+    detector, sigma, blur = fitted.detector, options["blur_sigma"], None
+    neighbours = NEIGHBOURS if "map_knn" in spec.options and options["map_knn"] is None else (None,)
+    if sigma is None or neighbours != (None,):
+        variants = {k: groups if k is None else [(s, d.with_map_k(k)) for s, d in groups] for k in neighbours}
+        chosen, sigma, blur = _choose_map(engine, variants, preprocess, io.size, options["batch_size"],
+                                          CANDIDATES if sigma is None else (sigma,), bars)
+        if chosen is not None:
+            groups, detector = variants[chosen], detector.with_map_k(chosen)
+        log.info("map blur sigma %g, neighbours %s (%s)", sigma, chosen or "-", blur["method"])
     step = bars(len(splits.val), "calibrate")
     for samples, images, prediction in predict_groups(engine, groups, preprocess, sigma, options["batch_size"],
                                                       step):
@@ -97,7 +102,7 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
     # Regions and heatmaps live on the blurred map, whose peak differs from the image score: calibrate it too.
     map_normalizer = calibrate(np.array(labels), np.array(map_peaks), method=method, target_fpr=options["target_fpr"])
 
-    detector_section, detector_files = fitted.detector.save(out)
+    detector_section, detector_files = detector.save(out)
     files = [save_network(fitted.network, out), *detector_files, "splits.json"]
     align = None
     if fitted.aligner is not None:
@@ -131,16 +136,39 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
     return TrainResult(out, manifest, seconds, peak_rss_mb())
 
 
-def _choose_blur(engine: TorchEngine, groups: Any, preprocess: Preprocessor, size: tuple[int, int], batch_size: int,
-                 bars: Bars) -> tuple[float, dict[str, Any]]:
-    """Score val-clean once with unblurred maps and pick the blur by its PRO (`train.blur`)."""
-    unblurred, masks = [], []
-    step = bars(sum(len(samples) for samples, _ in groups), "map blur")
-    for samples, images, prediction in predict_groups(engine, groups, preprocess, 0.0, batch_size, step):
-        unblurred += list(prediction.maps)
-        masks += [mask_at(s, image.shape, size) for s, image in zip(samples, images, strict=True)]
+class _Replay:
+    """A network whose outputs on the first pass over a fixed sequence of batches are replayed on later passes
+    (the map choice scores val-clean once per neighbour count; the features do not change)."""
+
+    def __init__(self, network: TorchEngine) -> None:
+        self.network, self.outputs, self.calls = network, [], 0
+
+    def __call__(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        if self.calls == len(self.outputs):
+            self.outputs.append(self.network(inputs))
+        self.calls += 1
+        return self.outputs[self.calls - 1]
+
+    def rewind(self) -> None:
+        self.calls = 0
+
+
+def _choose_map(engine: TorchEngine, variants: dict[int | None, Any], preprocess: Preprocessor,
+                size: tuple[int, int], batch_size: int, sigmas: tuple[float, ...],
+                bars: Bars) -> tuple[int | None, float, dict[str, Any]]:
+    """Score val-clean with unblurred maps once per neighbour count and pick the map's neighbours and blur by
+    its PRO (`train.blur`)."""
+    network, unblurred, masks = _Replay(engine), {}, []
+    step = bars(len(variants) * sum(len(samples) for samples, _ in next(iter(variants.values()))), "map choice")
+    for neighbours, groups in variants.items():
+        network.rewind()
+        unblurred[neighbours] = []
+        for samples, images, prediction in predict_groups(network, groups, preprocess, 0.0, batch_size, step):
+            unblurred[neighbours] += list(prediction.maps)
+            if len(unblurred) == 1:
+                masks += [mask_at(s, image.shape, size) for s, image in zip(samples, images, strict=True)]
     bars.close()
-    return choose_sigma(unblurred, masks)
+    return choose_map(unblurred, masks, sigmas)
 
 
 def _jsonable(options: dict[str, Any]) -> dict[str, Any]:

@@ -1,15 +1,23 @@
-"""PatchCore detector (Roth et al., CVPR 2022): fit = coreset of training patches; score = kNN distance."""
+"""PatchCore detector (Roth et al., CVPR 2022): fit = coreset of training patches; score = kNN distance.
+
+The image score is the paper's: the largest distance of a patch to its nearest bank patch. The map may
+average the `map_k` nearest instead: with a 1% coreset one neighbour's distance is a noisy density
+estimate, and on textured or faint-defect products the noise lights up good patches (capsule, magnetic
+tile's long tiles), while on others it costs sharpness (bottle). Training chooses `map_k` on val-clean
+with the blur (`linewatch.train.blur`); one search serves both scores.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from linewatch.models.base import PatchScores
 from linewatch.models.patchcore.knn import INDEX_TYPES, NearestNeighbours
 
 BANK_FILE = "memory_bank.npy"
@@ -22,6 +30,7 @@ class PatchCoreParams:
     coreset_ratio: float = 0.01
     coreset_dims: int = 128
     k: int = 1
+    map_k: int = 1
     index: str = "flat"
     reweight: bool = False
     reweight_neighbours: int = 9
@@ -30,8 +39,8 @@ class PatchCoreParams:
     def __post_init__(self) -> None:
         if self.index not in INDEX_TYPES:
             raise ValueError(f"unknown index {self.index!r}; choose one of {INDEX_TYPES}")
-        if self.k < 1:
-            raise ValueError("k must be >= 1")
+        if self.k < 1 or self.map_k < 1:
+            raise ValueError("k and map_k must be >= 1")
 
 
 def flatten_patches(features: np.ndarray) -> np.ndarray:
@@ -43,10 +52,12 @@ def flatten_patches(features: np.ndarray) -> np.ndarray:
 class PatchCore:
     kind = "patchcore"
 
-    def __init__(self, memory_bank: np.ndarray, params: PatchCoreParams, device: str = "cpu") -> None:
+    def __init__(self, memory_bank: np.ndarray, params: PatchCoreParams, device: str = "cpu",
+                 knn: NearestNeighbours | None = None) -> None:
+        """`knn`: an index already built over `memory_bank` (`with_map_k` shares it)."""
         self.memory_bank = np.ascontiguousarray(memory_bank, dtype=np.float32)
         self.params = params
-        self.knn = NearestNeighbours(self.memory_bank, index_type=params.index, device=device, seed=params.seed)
+        self.knn = knn or NearestNeighbours(self.memory_bank, index_type=params.index, device=device, seed=params.seed)
 
     @classmethod
     def fit(
@@ -72,19 +83,29 @@ class PatchCore:
         )
         return cls(patches[np.sort(keep)], params, device=device)
 
-    def patch_scores(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Mean distance to the k nearest bank patches. A patch whose features are not finite scores NaN:
-        FAISS would return a huge finite distance for it (1.8e19 for +inf), hiding a broken network from
-        the checks that refuse non-finite scores (export, evaluation, the runtime's heatmap)."""
+    def patch_scores(self, outputs: dict[str, np.ndarray]) -> PatchScores:
+        """Mean distance to the `map_k` nearest bank patches (the map) and to the `k` nearest (the image
+        score), from one search. A patch whose features are not finite scores NaN: FAISS would return a huge
+        finite distance for it (1.8e19 for +inf), hiding a broken network from the checks that refuse
+        non-finite scores (export, evaluation, the runtime's heatmap)."""
         features = outputs["features"]
         n, _, h, w = features.shape
         queries = flatten_patches(features)
-        distances, _ = self.knn.search(queries, self.params.k)
-        scores = distances.mean(axis=1)
+        k, map_k = (min(value, len(self.memory_bank)) for value in (self.params.k, self.params.map_k))
+        distances, _ = self.knn.search(queries, max(k, map_k))
         finite = np.isfinite(queries).all(axis=1)
-        if not finite.all():
+
+        def mean_of(count: int) -> np.ndarray:
+            scores = distances[:, :count].mean(axis=1)
             scores[~finite] = np.nan
-        return scores.reshape(n, h, w).astype(np.float32)
+            return scores.reshape(n, h, w).astype(np.float32)
+
+        image = mean_of(k)
+        return PatchScores(map=image if map_k == k else mean_of(map_k), image=image)
+
+    def with_map_k(self, map_k: int) -> PatchCore:
+        """The same bank and index, averaging `map_k` neighbours for the map (the map choice's candidates)."""
+        return PatchCore(self.memory_bank, replace(self.params, map_k=map_k), knn=self.knn)
 
     def image_scores(self, patch_scores: np.ndarray, maps: np.ndarray, outputs: dict[str, np.ndarray]) -> np.ndarray:
         """Max patch score; with `reweight`, scaled by the paper's neighbourhood-density weight (eq. 7)."""
@@ -112,4 +133,6 @@ class PatchCore:
         bank = np.load(Path(directory) / section["memory_bank"], allow_pickle=False)
         fields = PatchCoreParams.__dataclass_fields__
         params = PatchCoreParams(**{k: v for k, v in section.items() if k in fields})
+        if "map_k" not in section:  # bundles from before map_k: one k for the map and the image score
+            params = replace(params, map_k=params.k)
         return cls(bank, params, device=device)

@@ -30,7 +30,9 @@ OPTIONS: dict[str, Option] = {
     "layers": Option(tuple, None, help="Comma-separated feature layers (PatchCore default layer2,layer3)."),
     "coreset_ratio": Option(float, 0.01, minimum=1e-4, maximum=1.0, help="Fraction of patches kept (default 0.01)."),
     "coreset_dims": Option(int, 128, minimum=8, help="Random-projection dims for coreset selection."),
-    "knn": Option(int, 1, minimum=1, help="Neighbours averaged per patch (default 1)."),
+    "knn": Option(int, 1, minimum=1, help="Neighbours averaged per patch for the image score (default 1)."),
+    "map_knn": Option(int, None, minimum=1, help="Neighbours averaged per patch for the anomaly map; without it "
+                      "chosen from 1, 3, 5 with the blur by val-clean PRO. Image scores keep --knn."),
     "index": Option(str, "flat", choices=INDEX_TYPES, help="FAISS index: flat, hnsw or ivf."),
     "reweight": Option(bool, False, help="The paper's image-score re-weighting (eq. 7)."),
 }
@@ -45,7 +47,7 @@ def fit_features(options: dict[str, Any], features: Iterator[np.ndarray], bars: 
 
     params = PatchCoreParams(
         coreset_ratio=options["coreset_ratio"], coreset_dims=options["coreset_dims"], k=options["knn"],
-        index=options["index"], reweight=options["reweight"], seed=options["seed"],
+        map_k=options["map_knn"] or 1, index=options["index"], reweight=options["reweight"], seed=options["seed"],
     )
     return PatchCore.fit(features, params, progress=bars, device=options["device"])
 
