@@ -8,7 +8,7 @@ Suites (each row = `inspect-train`'s pipeline, then `inspect-eval`'s on the bund
   allowed); PatchCore (and PaDiM) on elongated grey parts (capsule 200 x 512, magnetic tile's long tiles).
   Each with today's defaults and with the defaults before this work (`before`: PatchCore square 256 px;
   PaDiM square 256 px, layers 1-3, no alignment, no position tolerance; both fitted on train-clean only, with
-  no intensity standardising).
+  no intensity standardising; PatchCore's map blur 4 and one neighbour, not chosen).
 Rows are appended to OUT/rows.jsonl (a rerun skips what is there); OUT/accuracy.md gets the table.
 Run with nice, one at a time: .venv/bin/python tools/bench_accuracy.py --suite main [--budget 10]
 """
@@ -35,7 +35,7 @@ SHARED = ROOT.parent / "shared" / "data"
 PROXIES = ROOT / "bench-out" / "proxies"
 MVTEC = SHARED / "mvtec_ad"
 TILE = SHARED / "magnetic_tile" / "magnetic_tile"
-BEFORE = {"patchcore": {"image_size": 256, "val_goods": False, "intensity": "none"},
+BEFORE = {"patchcore": {"image_size": 256, "val_goods": False, "intensity": "none", "blur_sigma": 4.0, "map_knn": 1},
           "padim": {"image_size": 256, "layers": ("layer1", "layer2", "layer3"), "align": "none", "padim_pool": 0,
                     "padim_radius": 0, "val_goods": False, "intensity": "none"}}
 PROXY_RECIPES = {
@@ -80,7 +80,7 @@ def run_one(data: Path, model: str, variant: str, work: Path, budget: float) -> 
     metrics = evaluate(work / name, data, work / f"{name}-report", progress=False)
     params = result.manifest["network"]["params"]
     detector = result.manifest["detector"]
-    summary = {k: detector[k] for k in ("coreset_ratio", "pool", "radius", "dims") if k in detector}
+    summary = {k: detector[k] for k in ("coreset_ratio", "map_k", "pool", "radius", "dims") if k in detector}
     return {
         "data": data.name, "model": model, "variant": variant, "backbone": params["backbone"],
         "image_size": params["image_size"], "layers": params["layers"], "projection_dims": params["projection_dims"],
@@ -111,6 +111,8 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> None:
             options += f", intensity {r['intensity']}"
         if r.get("blur_sigma") is not None:
             options += f", blur {r['blur_sigma']:g}" + (" (val PRO)" if r.get("blur_pro") else "")
+        if r.get("map_k") is not None:
+            options += f", map neighbours {r['map_k']}"
         layers = "+".join(layer.removeprefix("layer") for layer in r["layers"])
         cells = [r["data"], r["model"], r["variant"], r["backbone"].removeprefix("efficientnet_"),
                  "x".join(map(str, r["image_size"])), layers, options, _fmt(r["image_auroc"]),
