@@ -81,8 +81,10 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
     neighbours = NEIGHBOURS if "map_knn" in spec.options and options["map_knn"] is None else (None,)
     if sigma is None or neighbours != (None,):
         variants = {k: groups if k is None else [(s, d.with_map_k(k)) for s, d in groups] for k in neighbours}
+        choice_start = time.perf_counter()
         chosen, sigma, blur = _choose_map(engine, variants, preprocess, io.size, options["batch_size"],
                                           CANDIDATES if sigma is None else (sigma,), bars)
+        blur["seconds"] = round(time.perf_counter() - choice_start, 2)
         if chosen is not None:
             groups, detector = variants[chosen], detector.with_map_k(chosen)
         log.info("map blur sigma %g, neighbours %s (%s)", sigma, chosen or "-", blur["method"])
