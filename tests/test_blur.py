@@ -121,3 +121,22 @@ def test_patchcore_chooses_its_blur_and_neighbours_records_them_and_the_bundle_a
     # the blur and the map's neighbours shape maps only: PatchCore's image scores, hence its threshold, do not move
     thresholds = [run["manifest"]["calibration"]["threshold"] for run in (pinned, chosen)]
     assert thresholds[0] == pytest.approx(thresholds[1])
+
+
+def test_the_map_choice_replays_network_outputs_within_its_memory_limit() -> None:
+    """The map choice scores val-clean once per neighbour count: the network runs once per batch while the
+    outputs fit the limit, and again for the batches beyond it (never a wrong batch's outputs)."""
+    from linewatch.train.pipeline import _Replay
+
+    calls: list[float] = []
+
+    def network(inputs: np.ndarray) -> dict[str, np.ndarray]:
+        calls.append(float(inputs[0]))
+        return {"features": np.full(4, inputs[0], np.float32)}  # 16 bytes
+
+    replay = _Replay(network, limit_bytes=32)
+    batches = [np.array([float(i)]) for i in range(4)]
+    for _ in range(3):
+        replay.rewind()
+        assert [float(replay(b)["features"][0]) for b in batches] == [0.0, 1.0, 2.0, 3.0]
+    assert calls == [0.0, 1.0, 2.0, 3.0, 2.0, 3.0, 2.0, 3.0]

@@ -37,6 +37,7 @@ from linewatch.train.blur import CANDIDATES, NEIGHBOURS, choose_map
 
 log = logging.getLogger(__name__)
 HISTORY_FILE = "history.json"
+REPLAY_LIMIT_BYTES = 1 << 30  # val-clean features kept for the map choice's passes
 
 
 @dataclass(frozen=True)
@@ -140,16 +141,24 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
 
 class _Replay:
     """A network whose outputs on the first pass over a fixed sequence of batches are replayed on later passes
-    (the map choice scores val-clean once per neighbour count; the features do not change)."""
+    (the map choice scores val-clean once per neighbour count; the features do not change). Outputs beyond
+    `limit_bytes` are not kept but computed again, so a large val-clean cannot exhaust memory."""
 
-    def __init__(self, network: TorchEngine) -> None:
-        self.network, self.outputs, self.calls = network, [], 0
+    def __init__(self, network: TorchEngine, limit_bytes: int = REPLAY_LIMIT_BYTES) -> None:
+        self.network, self.limit_bytes = network, limit_bytes
+        self.outputs: list[dict[str, np.ndarray]] = []
+        self.calls = self.kept_bytes = 0
 
     def __call__(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
-        if self.calls == len(self.outputs):
-            self.outputs.append(self.network(inputs))
         self.calls += 1
-        return self.outputs[self.calls - 1]
+        if self.calls <= len(self.outputs):
+            return self.outputs[self.calls - 1]
+        outputs = self.network(inputs)
+        size = sum(array.nbytes for array in outputs.values())
+        if self.calls == len(self.outputs) + 1 and self.kept_bytes + size <= self.limit_bytes:
+            self.outputs.append(outputs)
+            self.kept_bytes += size
+        return outputs
 
     def rewind(self) -> None:
         self.calls = 0
