@@ -110,9 +110,24 @@ def test_the_budget_counts_the_held_out_fits_of_val_goods() -> None:
     """With val_goods the final training fits three times on more patches; the budget must reserve that."""
     from linewatch.train.tune import FINAL_OVERHEAD_S, _final_seconds
 
-    plain = _final_seconds(20.0, 5.0, {"val_goods": False})
+    pinned = {"model": "patchcore", "val_goods": False, "blur_sigma": 4.0, "map_knn": 1}
+    plain = _final_seconds(20.0, 5.0, 2.0, pinned)
     assert plain == 20.0 + 5.0 + FINAL_OVERHEAD_S
-    assert _final_seconds(20.0, 5.0, {"val_goods": True}) - plain >= 3 * 5.0
+    assert _final_seconds(20.0, 5.0, 2.0, {**pinned, "val_goods": True}) - plain >= 3 * 5.0
+
+
+def test_the_budget_counts_the_map_choice_passes_over_val_clean() -> None:
+    """PatchCore's final training scores val-clean once per map neighbour count when it chooses them, once
+    when it chooses only the blur; PaDiM's fixed blur adds none."""
+    from linewatch.train.blur import NEIGHBOURS
+    from linewatch.train.tune import _final_seconds
+
+    pinned = {"model": "patchcore", "val_goods": False, "blur_sigma": 4.0, "map_knn": 1}
+    plain = _final_seconds(20.0, 5.0, 2.0, pinned)
+    assert _final_seconds(20.0, 5.0, 2.0, {**pinned, "map_knn": None}) - plain == len(NEIGHBOURS) * 2.0
+    assert _final_seconds(20.0, 5.0, 2.0, {**pinned, "blur_sigma": None}) - plain == 2.0
+    padim = {"model": "padim", "val_goods": False, "blur_sigma": 4.0}
+    assert _final_seconds(20.0, 5.0, 2.0, padim) == plain
 
 
 def test_a_given_intensity_is_held_and_standardize_reaches_the_bundle(category: Path, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from linewatch.features.geometry import resolve_image_size
 from linewatch.models.components.feature_memory import memory_transforms, resolve_intensity
 from linewatch.models.registry import get_spec
 from linewatch.progress import Bars
+from linewatch.train.blur import NEIGHBOURS
 from linewatch.train.tune_cache import StageCache, evaluate, extract, layers_needed
 
 log = logging.getLogger(__name__)
@@ -154,15 +155,30 @@ class Search:
 
 
 def _final_estimate(cache: StageCache, row: dict[str, Any], options: dict[str, Any]) -> float:
-    return _final_seconds(cache.seconds, row["seconds"] or 0.0, options)
+    return _final_seconds(cache.seconds, row["seconds"] or 0.0, _scoring_seconds(cache, row), options)
 
 
-def _final_seconds(extraction: float, candidate: float, options: dict[str, Any]) -> float:
-    """The final training: extraction again, the candidate's fit and scoring, bundle writing. With `val_goods`
-    it fits three times on more patches: train + val goods (~1.25x the patches; greedy coreset selection
-    grows about with their square, ~1.6x) and two held-out fits (~1.3x each)."""
+def _scoring_seconds(cache: StageCache, row: dict[str, Any]) -> float:
+    """The candidate's scoring of val-clean (kNN and maps; the features were cached)."""
+    per_image = (row["ms_per_image"] or cache.ms_per_image) - cache.ms_per_image
+    return per_image * len(cache.val_labels) / 1000
+
+
+def _map_passes(options: dict[str, Any]) -> int:
+    """Passes over val-clean the final training's map choice adds (`train.pipeline`): one per map neighbour
+    count where PatchCore chooses it, one where only the blur is chosen."""
+    if "map_knn" in get_spec(options["model"]).options and options.get("map_knn") is None:
+        return len(NEIGHBOURS)
+    return int(options.get("blur_sigma") is None)
+
+
+def _final_seconds(extraction: float, candidate: float, scoring: float, options: dict[str, Any]) -> float:
+    """The final training: extraction again, the candidate's fit and scoring, the map choice's passes
+    (`scoring` each), bundle writing. With `val_goods` it fits three times on more patches: train + val goods
+    (~1.25x the patches; greedy coreset selection grows about with their square, ~1.6x) and two held-out fits
+    (~1.3x each)."""
     fits = VAL_GOODS_FIT_FACTOR if options.get("val_goods") else 1.0
-    return extraction + fits * candidate + FINAL_OVERHEAD_S
+    return extraction + fits * candidate + _map_passes(options) * scoring + FINAL_OVERHEAD_S
 
 
 def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DEFAULT_BUDGET_MIN,
@@ -211,8 +227,10 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
     reference_cost = spec_search.relative_cost(chosen)
     for extra in search.grid(chosen):
         trial = {**chosen, **extra}
-        estimate = row1["seconds"] * spec_search.relative_cost(trial) / reference_cost
-        final = _final_seconds(cache.seconds, max(best[0]["seconds"], estimate), options)
+        scale = spec_search.relative_cost(trial) / reference_cost
+        estimate = row1["seconds"] * scale
+        scoring = _scoring_seconds(cache, row1) * max(1.0, scale)
+        final = _final_seconds(cache.seconds, max(best[0]["seconds"], estimate), scoring, options)
         if not search.affordable(estimate, final):
             search.record(2, trial, cache, row1["size_rule"], None, "skipped: budget")
             continue
