@@ -131,12 +131,15 @@ def test_the_map_choice_replays_network_outputs_within_its_memory_limit() -> Non
     calls: list[float] = []
 
     def network(inputs: np.ndarray) -> dict[str, np.ndarray]:
-        calls.append(float(inputs[0]))
-        return {"features": np.full(4, inputs[0], np.float32)}  # 16 bytes
+        calls.append(float(inputs.flat[0]))
+        return {"features": np.full(4, inputs.flat[0], np.float32)}  # 16 bytes
 
     replay = _Replay(network, limit_bytes=32)
-    batches = [np.array([float(i)]) for i in range(4)]
+    batches = [np.full((1, 1, 1), float(i)) for i in range(4)]
     for _ in range(3):
         replay.rewind()
         assert [float(replay(b)["features"][0]) for b in batches] == [0.0, 1.0, 2.0, 3.0]
     assert calls == [0.0, 1.0, 2.0, 3.0, 2.0, 3.0, 2.0, 3.0]
+    replay.rewind()
+    with pytest.raises(RuntimeError, match="different batches"):
+        replay(batches[1])

@@ -146,17 +146,21 @@ class _Replay:
 
     def __init__(self, network: TorchEngine, limit_bytes: int = REPLAY_LIMIT_BYTES) -> None:
         self.network, self.limit_bytes = network, limit_bytes
-        self.outputs: list[dict[str, np.ndarray]] = []
+        self.outputs: list[tuple[tuple[Any, ...], dict[str, np.ndarray]]] = []
         self.calls = self.kept_bytes = 0
 
     def __call__(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
         self.calls += 1
+        key = (inputs.shape, float(inputs[..., ::7, ::7].sum()))  # a sparse checksum: a batch out of order fails
         if self.calls <= len(self.outputs):
-            return self.outputs[self.calls - 1]
+            recorded, outputs = self.outputs[self.calls - 1]
+            if recorded != key:
+                raise RuntimeError("the map choice's passes over val-clean met different batches")
+            return outputs
         outputs = self.network(inputs)
         size = sum(array.nbytes for array in outputs.values())
         if self.calls == len(self.outputs) + 1 and self.kept_bytes + size <= self.limit_bytes:
-            self.outputs.append(outputs)
+            self.outputs.append((key, outputs))
             self.kept_bytes += size
         return outputs
 
