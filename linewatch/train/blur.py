@@ -32,6 +32,20 @@ NEIGHBOURS = (1, 3, 5)  # PatchCore's map neighbours offered; 1 is the paper's, 
 MIN_REGIONS = 3  # fewer masked defects on val-clean than this: too few to choose by
 
 
+def map_choice(detector_options: Mapping[str, Any], options: Mapping[str, Any]) -> tuple[
+        tuple[int | None, ...], tuple[float, ...]] | None:
+    """What the final training chooses among, as (neighbour counts, sigmas), or None when both are pinned.
+
+    Neighbours are offered where the detector has `map_knn` (PatchCore) and it is unset (`--map-knn`), else
+    one count, None (the detector's own); sigmas where `blur_sigma` is unset, else the given one. Training
+    scores val-clean once per count (`train.pipeline`), and `--tune`'s budget reserves those passes."""
+    counts = NEIGHBOURS if "map_knn" in detector_options and options.get("map_knn") is None else (None,)
+    sigma = options.get("blur_sigma")
+    if sigma is not None and counts == (None,):
+        return None
+    return counts, CANDIDATES if sigma is None else (float(sigma),)
+
+
 def choose_map(unblurred: Mapping[int | None, Sequence[np.ndarray]], masks: Sequence[np.ndarray | None],
                sigmas: Sequence[float] = CANDIDATES) -> tuple[int | None, float, dict[str, Any]]:
     """The (map neighbours, sigma) pair with the highest val-clean PRO (ties: fewer neighbours, then the

@@ -33,7 +33,7 @@ from linewatch.models.registry import get_spec
 from linewatch.progress import Bars
 from linewatch.resources import peak_rss_mb
 from linewatch.scoring import predict_groups
-from linewatch.train.blur import CANDIDATES, NEIGHBOURS, choose_map
+from linewatch.train.blur import choose_map, map_choice
 
 log = logging.getLogger(__name__)
 HISTORY_FILE = "history.json"
@@ -79,12 +79,13 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
     preprocess = Preprocessor(io.size, io.channels, fitted.aligner, intensity=fitted.intensity)
     groups = calibration_groups(splits.val, fitted.detector, fitted.calibration)
     detector, sigma, blur = fitted.detector, options["blur_sigma"], None
-    neighbours = NEIGHBOURS if "map_knn" in spec.options and options["map_knn"] is None else (None,)
-    if sigma is None or neighbours != (None,):
+    choice = map_choice(spec.options, options)
+    if choice is not None:
+        neighbours, sigmas = choice
         variants = {k: groups if k is None else [(s, d.with_map_k(k)) for s, d in groups] for k in neighbours}
         choice_start = time.perf_counter()
-        chosen, sigma, blur = _choose_map(engine, variants, preprocess, io.size, options["batch_size"],
-                                          CANDIDATES if sigma is None else (sigma,), bars)
+        chosen, sigma, blur = _choose_map(engine, variants, preprocess, io.size, options["batch_size"], sigmas,
+                                          bars)
         blur["seconds"] = round(time.perf_counter() - choice_start, 2)
         if chosen is not None:
             groups, detector = variants[chosen], detector.with_map_k(chosen)

@@ -33,7 +33,7 @@ from linewatch.features.geometry import resolve_image_size
 from linewatch.models.components.feature_memory import memory_transforms, resolve_intensity
 from linewatch.models.registry import get_spec
 from linewatch.progress import Bars
-from linewatch.train.blur import NEIGHBOURS
+from linewatch.train.blur import map_choice
 from linewatch.train.tune_cache import StageCache, evaluate, extract, layers_needed
 
 log = logging.getLogger(__name__)
@@ -165,11 +165,10 @@ def _scoring_seconds(cache: StageCache, row: dict[str, Any]) -> float:
 
 
 def _map_passes(options: dict[str, Any]) -> int:
-    """Passes over val-clean the final training's map choice adds (`train.pipeline`): one per map neighbour
-    count where PatchCore chooses it, one where only the blur is chosen."""
-    if "map_knn" in get_spec(options["model"]).options and options.get("map_knn") is None:
-        return len(NEIGHBOURS)
-    return int(options.get("blur_sigma") is None)
+    """Passes over val-clean the final training's map choice adds (`train.blur.map_choice`): one per map
+    neighbour count offered, none when the map is pinned."""
+    choice = map_choice(get_spec(options["model"]).options, options)
+    return 0 if choice is None else len(choice[0])
 
 
 def _final_seconds(extraction: float, candidate: float, scoring: float, options: dict[str, Any]) -> float:
