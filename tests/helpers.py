@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import threading
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -10,6 +11,8 @@ from click.testing import CliRunner
 from linewatch.data.synthetic import make_synthetic_category
 from linewatch.evaluate.cli import main as eval_main
 from linewatch.export.cli import main as export_main
+from linewatch.runtime.listen import listen
+from linewatch.runtime.pipeline import RunOptions, Runtime
 from linewatch.train.options import resolve_training
 from linewatch.train.pipeline import train
 
@@ -34,3 +37,19 @@ def eval_scores(bundle: Path, data: Path, report: Path) -> dict[str, float]:
     assert result.exit_code == 0, result.output
     with open(report / "scores.csv") as handle:
         return {row["path"]: float(row["score"]) for row in csv.DictReader(handle)}
+
+
+def published_headers(bundle: Path, folder: Path) -> list[dict]:
+    """The verdict headers `inspect-run` (onnxruntime, CPU) publishes for every PNG under `folder`, as a
+    subscriber on a real ZeroMQ socket receives them."""
+    runtime = Runtime(RunOptions(bundle=bundle, sources=(str(folder),), publish="tcp://127.0.0.1:*",
+                                 wait_subscribers=1, engine="onnxruntime", device="cpu"))
+    received: dict = {}
+    thread = threading.Thread(target=lambda: received.update(
+        result=listen(runtime.publisher.endpoint, count=len(list(folder.rglob("*.png"))), timeout_s=3.0,
+                      echo=lambda *_: None)))
+    thread.start()
+    runtime.run()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    return received["result"].headers

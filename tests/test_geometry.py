@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 from pathlib import Path
 
 import cv2
@@ -12,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from helpers import published_headers
 
 from linewatch.bundle import read_manifest
 from linewatch.config import AutoSize, ConfigError
@@ -22,8 +22,6 @@ from linewatch.export.cli import main as export_main
 from linewatch.features.extractor import FeatureConfig, build_extractor
 from linewatch.features.geometry import auto_input_size, median_aspect
 from linewatch.inspector import Inspector
-from linewatch.runtime.listen import listen
-from linewatch.runtime.pipeline import RunOptions, Runtime
 from linewatch.runtime.postprocess import heatmap_stride
 from linewatch.train.cli import main as train_main
 from linewatch.train.options import resolve_training
@@ -94,20 +92,6 @@ def test_features_of_a_non_square_input_keep_its_shape() -> None:
     assert tuple(features.shape) == (2, config.out_dims, *config.feature_size) == (2, 152, 8, 20)
 
 
-def _run(bundle: Path, folder: Path) -> list[dict]:
-    runtime = Runtime(RunOptions(bundle=bundle, sources=(str(folder),), publish="tcp://127.0.0.1:*",
-                                 wait_subscribers=1, engine="onnxruntime", device="cpu"))
-    received: dict = {}
-    thread = threading.Thread(target=lambda: received.update(
-        result=listen(runtime.publisher.endpoint, count=len(list(folder.rglob("*.png"))), timeout_s=3.0,
-                      echo=lambda *_: None)))
-    thread.start()
-    runtime.run()
-    thread.join(timeout=30)
-    assert not thread.is_alive()
-    return received["result"].headers
-
-
 CASES = {
     "patchcore": ["--model", "patchcore"],
     "padim-tolerant": ["--model", "padim", "--padim-dims", "40", "--padim-radius", "1", "--padim-pool", "1"],
@@ -153,7 +137,7 @@ def test_auto_sized_bundle_trains_exports_and_runs_with_eval_parity(case: str, c
         frames = sorted((category / "test").rglob("*.png"))
         warps = [inspector.preprocessor.prepare(read_image(path))[1] for path in frames]
         assert sum(mask is not None for mask in inspector.preprocessor.unseen(warps) or []) >= 3
-    headers = _run(bundle, category / "test")
+    headers = published_headers(bundle, category / "test")
     with open(report / "scores.csv") as handle:
         expected = {row["path"]: float(row["score"]) for row in csv.DictReader(handle)}
     published = {Path(h["path"]).relative_to(category).as_posix(): h["raw_score"] for h in headers}

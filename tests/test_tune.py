@@ -62,6 +62,8 @@ def test_search_reads_only_train_and_val_and_holds_given_options(category: Path,
     # `--intensity auto` is decided once from train-clean's lighting, not searched
     auto = result.section["intensity_auto"]
     assert {r["intensity"] for r in rows} == {auto["chosen"]} == set(result.section["space"]["intensity"])
+    assert result.section["colour_auto"]["chosen"] == "rgb" == result.options["colour"]  # so is `--colour auto`
+    assert result.section["space"]["colour"] == ["rgb"]
     assert {tuple(r["layers"]) for r in rows[3:]} == {tuple(choose(rows[:3])["layers"])}
     assert [r for r in rows if r["status"] == "chosen"] == [choose(rows)]
     winner = choose(rows)

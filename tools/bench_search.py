@@ -26,7 +26,7 @@ import torch
 from linewatch.config import parse_size
 from linewatch.data import make_splits, scan_category
 from linewatch.features.geometry import resolve_image_size
-from linewatch.models.components.feature_memory import resolve_intensity
+from linewatch.models.components.feature_memory import resolve_input
 from linewatch.models.registry import get_spec
 from linewatch.train.options import resolve_training
 from linewatch.train.tune_cache import extract, fit_and_score, layers_needed, metrics
@@ -70,7 +70,7 @@ def run_category(data: Path, model: str, backbones: list[str], sizes: list[str],
     base = resolve_training(None, {"data": data, "out": "unused", "model": model})
     category = scan_category(data)
     splits = make_splits(category, seed=base["seed"])
-    base, _ = resolve_intensity(base, splits.train)  # `auto`, as inspect-train decides it
+    base, _ = resolve_input(base, splits.train)  # `auto` input options, as inspect-train decides them
     scored_samples = [*splits.val, *splits.test]
     in_val = np.arange(len(scored_samples)) < len(splits.val)
     done = _done(rows_file)

@@ -30,7 +30,7 @@ from linewatch.config import ConfigError, parse_size
 from linewatch.data import DataError, make_splits, scan_category
 from linewatch.features.catalog import LAYER_STRIDES
 from linewatch.features.geometry import resolve_image_size
-from linewatch.models.components.feature_memory import memory_transforms, resolve_intensity
+from linewatch.models.components.feature_memory import memory_transforms, resolve_input
 from linewatch.models.registry import get_spec
 from linewatch.progress import Bars
 from linewatch.train.blur import map_choice
@@ -92,7 +92,7 @@ class Search:
         if not any(s.label for s in self.splits.val):
             raise DataError(f"{category.root}: val-clean holds no defective image, so --tune has nothing to rank "
                             f"by; it needs defects under test/<type>/")
-        self.options, self.intensity_auto = resolve_intensity(options, self.splits.train)
+        self.options, self.decided = resolve_input(options, self.splits.train)  # `auto` input options
         self.start = time.perf_counter()
         self.rows: list[dict[str, Any]] = []
         self.ms_per_pixel: dict[str, float] = {}  # backbone -> extraction ms per image per input pixel
@@ -185,7 +185,7 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
     """Stage 1 over features, stage 2 over the detector's grid; returns the chosen options and the table."""
     bars = Bars(progress)
     search = Search(options, pinned, 60 * budget_min, bars)
-    options = search.options  # `--intensity auto` resolved
+    options = search.options  # `--intensity auto` and `--colour auto` resolved
     spec_search = search.search
     base = {k: options[k] for k in options}
     best: Best | None = None
@@ -248,10 +248,10 @@ def run_search(options: dict[str, Any], pinned: set[str], budget_min: float = DE
         "budget_min": budget_min, "seconds": round(search.elapsed(), 1),
         "pinned": sorted(pinned & {"backbone", "image_size", "align", "intensity", "layers", *spec_search.grid}),
         "space": {"backbone": list(BACKBONES), "image_size": list(SIZES), "align": list(spec_search.aligns),
-                  "intensity": [options["intensity"]],
+                  "intensity": [options["intensity"]], "colour": [options["colour"]],
                   "layers": [list(x) for x in spec_search.layers],
                   "grid": {k: list(v) for k, v in spec_search.grid.items()}},
-        **({"intensity_auto": search.intensity_auto} if search.intensity_auto else {}),
+        **search.decided,
         "val_images": len(search.splits.val), "val_defective": int(sum(s.label for s in search.splits.val)),
         "chosen": {k: winner[k] for k in ("backbone", "image_size", "align", "intensity", "layers",
                                           *spec_search.grid)},

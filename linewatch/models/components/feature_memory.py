@@ -19,6 +19,7 @@ from linewatch.models.network import network_section
 if TYPE_CHECKING:
     from linewatch.batches import Transform
 
+COLOURS = ("auto", "rgb", "grey")
 FEATURE_OPTIONS: dict[str, Option] = {
     "backbone": Option(str, "efficientnet_lite0", choices=tuple(BACKBONES),
                        help="Pretrained backbone: efficientnet_lite0, efficientnet_lite2, resnet18, wide_resnet50_2."),
@@ -32,6 +33,10 @@ FEATURE_OPTIONS: dict[str, Option] = {
                         help="standardize: bring each frame's channels to one mean and contrast before the network, "
                              "for lines whose lighting or exposure varies (magnetic tile: 0.916 -> 0.942); auto: "
                              f"standardize when the training images' mean brightness varies by > {AUTO_SPREAD:.0%}."),
+    "colour": Option(str, "auto", choices=COLOURS,
+                     help="grey: the network takes one channel, the frame turned grey (monochrome cameras: a third of "
+                          "the preprocessing, and on grey frames the very features RGB gives); auto: grey when every "
+                          "training image read has equal R, G and B."),
     "photometric_copies": Option(int, 0, minimum=0, maximum=8,
                                  help="Also fit on this many photometric copies of every training image (lighting, "
                                       "blur, sensor noise: linewatch.data.augment), for lines whose camera "
@@ -41,7 +46,7 @@ FEATURE_OPTIONS: dict[str, Option] = {
                              "calibrated by a model fitted without it (2 folds), so thresholds stay unbiased."),
 }
 VAL_GOOD_FOLDS = 2
-AUTO_IMAGES = 64  # training images `--intensity auto` measures (evenly spaced; ~1 s of reading)
+AUTO_IMAGES = 64  # training images `--intensity auto` and `--colour auto` read (evenly spaced; ~1 s of reading)
 # The input keeps the training images' aspect ratio at about 256 x 256 pixels: identical to the square 256 on
 # square parts, better on elongated ones (capsule as 200 x 512 bands: image AUROC 0.944 -> 0.974 fitted on
 # train-clean only, 0.965 with --val-goods; README).
@@ -112,7 +117,7 @@ def fit_feature_memory(
 
     torch.manual_seed(context.options["seed"])
     extractor, weights = build_extractor(config, context.options["weights"])
-    options, intensity_auto = resolve_intensity(context.options, context.splits.train)
+    options, decided = resolve_input(context.options, context.splits.train)
     preprocess = preprocessor_for(options, context.splits.train, config.image_size, config.layers)
     goods = [s for s in context.splits.val if not s.label] if context.options.get("val_goods") else []
     train_samples = context.splits.train
@@ -134,14 +139,14 @@ def fit_feature_memory(
     spec = get_spec(config.backbone)
     params = {**config.to_dict(), "out_dims": config.out_dims, "feature_size": list(config.feature_size)}
     section = network_section(
-        ARCHITECTURE, params, config.image_size, 3, ("features",),
+        ARCHITECTURE, params, config.image_size, preprocess.channels, ("features",),
         {"mean": list(spec.mean), "std": list(spec.std), "where": "inside the network"},
         pretrained={"source": weights.source, "sha256": weights.sha256},
     )
     facts = {"memory_images": len(train_samples) + copies + len(goods), "val_goods_in_memory": len(goods),
              **({"photometric_copies": copies} if copies else {}),
              "val_goods_calibration": f"{VAL_GOOD_FOLDS}-fold cross-fit" if goods else None,
-             **({"intensity_auto": intensity_auto} if intensity_auto else {})}
+             **decided}
     return Fitted(network=extractor, network_section=section, detector=detector, aligner=preprocess.align,
                   intensity=preprocess.intensity, training=facts, calibration=calibration)
 
@@ -238,24 +243,35 @@ def calibration_groups(val: list[Any], detector: Detector, held_out: Scorers) ->
 
 
 def preprocessor_for(options: dict[str, Any], train: Any, size: tuple[int, int], layers: tuple[str, ...]) -> Any:
-    """The preprocessing `--align` and a resolved `--intensity` ask for, at the model size (3 channels); the
-    alignment's unscored margin follows the coarsest of `layers`."""
-    return Preprocessor(size, align=aligner_for(options, train, size, layers),
-                        intensity=options.get("intensity", "none"))
+    """The preprocessing a resolved `--colour`, `--align` and `--intensity` ask for, at the model size; the
+    alignment's unscored margin follows the coarsest of `layers`. Bundles from before `--colour` are RGB."""
+    return Preprocessor(size, 1 if options.get("colour") == "grey" else 3,
+                        align=aligner_for(options, train, size, layers), intensity=options.get("intensity", "none"))
 
 
-def resolve_intensity(options: dict[str, Any], train: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """`--intensity auto` decided on up to `AUTO_IMAGES` training images (`auto_intensity`): the options with
-    the decision, and what it was based on (for the manifest); other values pass through."""
-    if options.get("intensity", "none") != "auto":
-        return options, None
+def resolve_input(options: dict[str, Any], train: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`--intensity auto` (`auto_intensity`) and `--colour auto` decided on up to `AUTO_IMAGES` training images,
+    read once: the options with the decisions, and what each was based on (the manifest's `intensity_auto`,
+    `colour_auto`); other values pass through. Grey needs every image read to be grey (`is_grey`), so a colour
+    line never loses its colour; a grey picture decoded as RGB gives the network the same input either way."""
+    auto = [key for key in ("intensity", "colour") if options.get(key) == "auto"]
+    if not auto:
+        return options, {}
     from linewatch.data import evenly_spaced, read_image
+    from linewatch.data.shift import is_grey
 
-    picked = evenly_spaced(train, AUTO_IMAGES)
-    spread = lighting_spread([read_image(sample.path) for sample in picked])
-    chosen = auto_intensity(spread)
-    return {**options, "intensity": chosen}, {"lighting_spread": round(spread, 4), "threshold": AUTO_SPREAD,
-                                              "images": len(picked), "chosen": chosen}
+    images = [read_image(sample.path) for sample in evenly_spaced(train, AUTO_IMAGES)]
+    options, facts = dict(options), {}
+    if "intensity" in auto:
+        spread = lighting_spread(images)
+        options["intensity"] = auto_intensity(spread)
+        facts["intensity_auto"] = {"lighting_spread": round(spread, 4), "threshold": AUTO_SPREAD,
+                                   "images": len(images), "chosen": options["intensity"]}
+    if "colour" in auto:
+        grey = sum(is_grey(image) for image in images)
+        options["colour"] = "grey" if grey == len(images) else "rgb"
+        facts["colour_auto"] = {"images": len(images), "grey_images": grey, "chosen": options["colour"]}
+    return options, facts
 
 
 def aligner_for(options: dict[str, Any], train: Any, size: tuple[int, int], layers: tuple[str, ...]) -> Any:
