@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from linewatch.defect_types import DefectTypes, coarse
+from linewatch.defect_types import DefectTypes, coarse, grid_shape
 from linewatch.metrics.classes import multiclass_report
 from linewatch.metrics.masks import combined, mask_similarity, pixel_threshold, summarize
 from linewatch.metrics.ssim import ssim, ssim_map
@@ -134,6 +134,14 @@ def test_comparison_grid_keeps_thin_defects() -> None:
     classifier = DefectTypes(0.5, {}, np.stack([small]), ("lead",))
     with pytest.raises(ValueError, match="does not fit"):
         classifier.similarities(np.zeros((64, 64), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (160, 384), (384, 160), (64, 160), (40, 60), (65, 64), (1, 200),
+                                   (1000, 3), (900, 900)])
+def test_the_grid_shape_is_the_shape_coarse_gives(shape: tuple[int, int]) -> None:
+    """`compare_shape` checks maps against the references by arithmetic (no resize per frame); it must agree
+    with what `coarse` produces."""
+    assert grid_shape(shape) == coarse(np.zeros(shape, bool)).shape
 
 
 def test_classifier_compares_more_references_than_opencv_blurs_at_once() -> None:
