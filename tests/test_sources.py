@@ -392,6 +392,27 @@ def test_sources_prepare_model_inputs_in_their_threads_and_skip_failures(tmp_pat
     assert any("1.png" in message and "unusable frame" in message for _, _, message in events.items)
 
 
+def test_preprocessing_is_timed_in_the_source_threads_cpu_time(tmp_path: Path) -> None:
+    """A prepare that waits (for a core, for the GIL: here a sleep) is not charged for the wait; one that
+    computes is charged for the work."""
+    for value in range(2):
+        _write_png(tmp_path / "imgs" / f"{value}.png", 10 * value)
+
+    def prepare(image: np.ndarray) -> np.ndarray:
+        if image[0, 0, 2] == 0:
+            time.sleep(0.2)
+        else:
+            start = time.thread_time()
+            while time.thread_time() - start < 0.05:  # bounded by this thread's CPU time
+                sum(range(1000))
+        return image.astype(np.float32)
+
+    with SourceSet([parse_source(str(tmp_path / "imgs"))], on_event=Events(), prepare=prepare) as sources:
+        frames = {Path(f.path).name: f for f in _collect(sources)}
+    assert frames["0.png"].preprocess_ms < 50
+    assert frames["1.png"].preprocess_ms >= 50
+
+
 # --- looping sources and outages --------------------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 
 Runs the real pipeline (folder source -> batcher -> engine -> scorer -> post-processing -> ZeroMQ) over
 the bottle test images; trains and exports a default bundle first when --bundle is not given.
-Prints a table and writes JSON. Overhead = (preprocess + postprocess + publish) / (backbone + score);
+Prints a table and writes JSON. Overhead = (preprocess + postprocess + publish) / (backbone + score), with
+preprocess the source threads' CPU time for it (`SourceRunner._push`: their wall time counts network runs);
 decode is reported on its own (it runs in the source threads, overlapped with inference).
 Each configuration runs --repeat times, interleaved; the median run is reported.
 `--precisions fp32,int8` adds the int8 network (export-model --int8) as its own configurations.

@@ -17,5 +17,5 @@ class Frame:
     decode_ms: float = 0.0
     inputs: np.ndarray | None = None  # the model input (CHW float32), prepared in the source's thread
     warp: np.ndarray | None = None  # alignment warp of the input (maps are moved back with it), if aligned
-    preprocess_ms: float = 0.0
+    preprocess_ms: float = 0.0  # CPU time of `inputs` in the source's thread (`SourceRunner._push` says why)
     timings: dict[str, float] = field(default_factory=dict)  # per-stage milliseconds, filled downstream
