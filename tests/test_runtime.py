@@ -23,7 +23,7 @@ from linewatch.export.cli import main as export_main
 from linewatch.runtime.cli import main as run_main
 from linewatch.runtime.journal import read_journal
 from linewatch.runtime.listen import ListenResult, listen
-from linewatch.runtime.pipeline import RunOptions, Runtime
+from linewatch.runtime.pipeline import RUNTIME_TORCH_SCORER_THREADS, RunOptions, Runtime
 from linewatch.runtime.stats import STAGES
 from linewatch.train.options import resolve_training
 from linewatch.train.pipeline import train
@@ -85,6 +85,27 @@ def test_folder_source_publishes_every_frame_matching_eval_scores(bundle: Path, 
     defects = [h for h in result.headers if "/good/" not in h["path"]]
     assert sum(h["verdict"] == "defect" for h in defects) >= len(defects) // 2
     assert any(h["regions"] for h in defects if h["verdict"] == "defect")
+
+
+def test_a_torch_scorer_runs_on_one_thread_beside_another_engine(bundle: Path, category: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """PaDiM scores on torch: beside onnxruntime the runtime gives it one thread (its idle OpenMP threads
+    spin on the cores the maps and sources need) and gives torch its threads back when the run ends."""
+    import torch
+
+    runtime = Runtime(RunOptions(bundle=bundle, sources=(str(category / "test" / "good"),), publish=LOOPBACK,
+                                 engine="onnxruntime", device="cpu"))
+    seen: list[int] = []
+    score = runtime.inspector.score
+    monkeypatch.setattr(runtime.inspector, "score", lambda *a, **k: seen.append(torch.get_num_threads())
+                        or score(*a, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runtime.run()
+        assert seen and set(seen) == {RUNTIME_TORCH_SCORER_THREADS} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_video_source_and_corrupt_file(bundle: Path, category: Path, tmp_path: Path) -> None:

@@ -11,8 +11,11 @@ decoded are still processed, sockets are closed and a summary is returned.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,10 @@ RUNTIME_KNN_THREADS = 1  # see set_cpu_threads: sources decode on the same cores
 # OpenCV's pool would split each resize / blur across cores the engine is using (bottle, 2 cores, batch 4:
 # 29.4 -> 23.0 ms/frame with 1); the runtime's parallelism is its threads (one per source, plus inference).
 RUNTIME_OPENCV_THREADS = 1
+# A scorer on torch (PaDiM's Mahalanobis distances) under torch's default pool: its OpenMP threads spin after
+# every product on the cores the maps and the sources need next (bottle's PaDiM, alone: score 1.4 -> 2.3 ms
+# with one thread, but the maps after it 1.9 -> 0.17 ms).
+RUNTIME_TORCH_SCORER_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,8 @@ class Runtime:
             self.stats.started = time.monotonic()
             self.sources.start()
             try:
-                self._loop()
+                with torch_scorer_threads(self.engine.name):
+                    self._loop()
             except JournalError as exc:  # frames not yet scored are dropped: nothing more may be published
                 self.failure = exc
                 log.error("%s", exc)
@@ -238,3 +246,20 @@ class Runtime:
             "engine": self.engine.describe(),
             "journal": self.journal.stats() if self.journal else None,
         })
+
+
+@contextmanager
+def torch_scorer_threads(engine: str) -> Iterator[None]:
+    """Torch's CPU threads at `RUNTIME_TORCH_SCORER_THREADS` while the runtime scores, and back afterwards
+    (the setting is process-wide), unless torch also runs the network (`--engine torch` sets its own) or
+    nothing loaded torch (PatchCore on FAISS)."""
+    torch = sys.modules.get("torch")
+    if torch is None or engine == "torch":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(RUNTIME_TORCH_SCORER_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
