@@ -198,7 +198,8 @@ class Runtime:
         timings: dict[str, float] = {}
         prediction = self.inspector.score(outputs, timings, [f.warp for f in frames])
         prepared = sum(f.preprocess_ms for f in frames)
-        shared = {"preprocess": (prepared + stacked_ms) / count, "network": 1000 * (t2 - t1) / count,
+        prepared += stacked_ms + timings["unseen"]  # the aligned inputs' unscored pixels: alignment's work
+        shared = {"preprocess": prepared / count, "network": 1000 * (t2 - t1) / count,
                   "score": timings["score"] / count}
         maps_ms = timings["maps"] / count
         for frame, raw, amap in zip(frames, prediction.scores, prediction.maps, strict=True):
