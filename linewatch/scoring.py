@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from linewatch.batches import iter_batches
+from linewatch.batches import Batch, iter_batches
 from linewatch.data import Sample
 from linewatch.features.preprocess import Preprocessor
 from linewatch.models.anomaly_map import anomaly_maps
@@ -88,13 +88,20 @@ def predict_samples(
     """
     for batch in iter_batches(samples, preprocessor, batch_size):
         start = time.perf_counter()
-        prediction = score_outputs(detector, network(batch.inputs), preprocessor.size, sigma,
-                                   unseen=preprocessor.unseen(batch.warps))
-        if any(warp is not None for warp in batch.warps):
-            maps = np.stack([preprocessor.restore(m, w) for m, w in zip(prediction.maps, batch.warps, strict=True)])
-            prediction = Prediction(prediction.scores, maps)
+        prediction = score_batch(detector, network(batch.inputs), batch, preprocessor, sigma)
         if timings is not None:
             timings["inference"] = timings.get("inference", 0.0) + 1000 * (time.perf_counter() - start)
         yield batch.samples, batch.images, prediction
         if step:
             step(len(batch.samples))
+
+
+def score_batch(detector: Detector, outputs: dict[str, np.ndarray], batch: Batch, preprocessor: Preprocessor,
+                sigma: float) -> Prediction:
+    """`score_outputs` for a batch `iter_batches` made: its alignment's unseen pixels left out, its maps warped
+    back onto each frame (`restore`). Training's map choice scores one batch's outputs with several detectors."""
+    prediction = score_outputs(detector, outputs, preprocessor.size, sigma, unseen=preprocessor.unseen(batch.warps))
+    if any(warp is not None for warp in batch.warps):
+        maps = np.stack([preprocessor.restore(m, w) for m, w in zip(prediction.maps, batch.warps, strict=True)])
+        prediction = Prediction(prediction.scores, maps)
+    return prediction

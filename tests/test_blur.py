@@ -123,8 +123,34 @@ def test_patchcore_chooses_its_blur_and_neighbours_records_them_and_the_bundle_a
     assert thresholds[0] == pytest.approx(thresholds[1])
 
 
+def test_the_map_choice_runs_val_clean_once_and_calibration_reuses_it_to_the_last_bit(
+        category: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One pass for every neighbour count: each val-clean batch runs the network once and needs two kNN
+    searches (5 neighbours also serve 3; FAISS's one-neighbour search is its own), and calibration reuses both.
+    So a training that chooses runs the network as often as one whose map is pinned to its choice, searches
+    twice as often, and calibrates exactly as it does."""
+    from collections import Counter
+
+    from linewatch.engines.torch_engine import TorchEngine
+    from linewatch.models.patchcore.knn import NearestNeighbours
+
+    calls: Counter = Counter()
+    search, run = NearestNeighbours.search, TorchEngine.__call__
+    monkeypatch.setattr(NearestNeighbours, "search",
+                        lambda self, queries, k=1: calls.update(["search"]) or search(self, queries, k))
+    monkeypatch.setattr(TorchEngine, "__call__", lambda self, batch: calls.update(["network"]) or run(self, batch))
+    chosen = _train(category, tmp_path / "chosen")["manifest"]
+    choosing, calls = calls, Counter()
+    post = chosen["postprocess"]
+    pinned = _train(category, tmp_path / "pinned", "--blur-sigma", f"{post['blur_sigma']:g}", "--map-knn",
+                    str(post["blur"]["neighbours"]))["manifest"]
+    assert choosing["network"] == calls["network"] > 0 and choosing["search"] == 2 * calls["search"]
+    assert chosen["calibration"] == pinned["calibration"]
+    assert chosen["masks"]["pixel_threshold"] == pinned["masks"]["pixel_threshold"]
+
+
 def test_the_map_choice_replays_network_outputs_within_its_memory_limit() -> None:
-    """The map choice scores val-clean once per neighbour count: the network runs once per batch while the
+    """Calibration replays the map choice's pass over val-clean: the network runs once per batch while the
     outputs fit the limit, and again for the batches beyond it (never a wrong batch's outputs)."""
     from linewatch.train.pipeline import _Replay
 

@@ -8,7 +8,7 @@ import pytest
 
 from linewatch.models.anomaly_map import anomaly_maps, blur_kernel_size, resize_map
 from linewatch.models.patchcore.coreset import coreset_steps, greedy_coreset
-from linewatch.models.patchcore.knn import NearestNeighbours
+from linewatch.models.patchcore.knn import NearestNeighbours, RememberedSearches
 from linewatch.models.patchcore.model import PatchCore, PatchCoreParams, flatten_patches
 
 
@@ -51,6 +51,29 @@ def test_knn_matches_brute_force(index: str) -> None:
         assert np.array_equal(idx[:, 0], brute.argmin(1))
     else:
         assert np.mean(np.isclose(dist[:, 0], expected[:, 0], atol=1e-4)) > 0.8
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_remembered_searches_answer_again_exactly_what_a_search_would(index: str) -> None:
+    """Kept by content: the same queries at the same k cost no search; on the exact index a smaller k above one
+    is the larger search's first columns, equal to its own search bit for bit; k = 1 (FAISS rounds it its own
+    way) and an approximate index search again; other queries and results beyond the limit are searched."""
+    rng = np.random.default_rng(4)
+    bank, queries = rng.normal(size=(3000, 16)).astype(np.float32), rng.normal(size=(400, 16)).astype(np.float32)
+    knn = NearestNeighbours(bank, index_type=index)
+    memo = RememberedSearches(knn, limit_bytes=1 << 20)
+    for k, searches in ((5, 1), (5, 1), (3, 1 if index == "flat" else 2), (1, 2 if index == "flat" else 3),
+                        (1, 2 if index == "flat" else 3)):
+        distances, indices = memo.search(queries.copy(), k)  # a copy: kept by content, not by object
+        expected = knn.search(queries, k)
+        assert np.array_equal(distances, expected[0]) and np.array_equal(indices, expected[1])
+        assert memo.searches == searches, k
+    memo.search(queries[:10], 5)
+    assert memo.searches == (3 if index == "flat" else 4)
+    small = RememberedSearches(knn, limit_bytes=0)
+    small.search(queries, 5)
+    small.search(queries, 5)
+    assert small.searches == 2 and not small.kept
 
 
 def test_flat_knn_takes_the_blas_path_for_one_frame_of_queries() -> None:

@@ -13,7 +13,7 @@ score is the blurred map's maximum (PaDiM, the reconstruction detectors) keep a 
 
 PatchCore's map may also average more than the nearest bank patch (`models.patchcore.model`): a smoother
 density estimate that raised val-clean PRO on capsule and the long tiles and lowered it on bottle, so the
-number of neighbours is chosen with the sigma, from the same unblurred val-clean maps, one pass each.
+number of neighbours is chosen with the sigma, from the same unblurred val-clean maps, one pass for all counts.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def map_choice(detector_options: Mapping[str, Any], options: Mapping[str, Any]) 
 
     Neighbours are offered where the detector has `map_knn` (PatchCore) and it is unset (`--map-knn`), else
     one count, None (the detector's own); sigmas where `blur_sigma` is unset, else the given one. Training
-    scores val-clean once per count (`train.pipeline`), and `--tune`'s budget reserves those passes."""
+    scores each val-clean batch once per count (`train.pipeline`), and `--tune`'s budget reserves the kNN
+    searches that adds to calibration's."""
     counts = NEIGHBOURS if "map_knn" in detector_options and options.get("map_knn") is None else (None,)
     sigma = options.get("blur_sigma")
     if sigma is not None and counts == (None,):

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from linewatch.batches import iter_batches
 from linewatch.bundle import write_manifest
 from linewatch.data import DataError, Splits, make_splits, scan_category
 from linewatch.defect_types import calibrate_defect_types, mask_at
@@ -32,12 +33,13 @@ from linewatch.models.network import save_network
 from linewatch.models.registry import get_spec
 from linewatch.progress import Bars
 from linewatch.resources import peak_rss_mb
-from linewatch.scoring import predict_groups
+from linewatch.scoring import predict_groups, score_batch
 from linewatch.train.blur import choose_map, map_choice
 
 log = logging.getLogger(__name__)
 HISTORY_FILE = "history.json"
-REPLAY_LIMIT_BYTES = 1 << 30  # val-clean features kept for the map choice's passes
+REPLAY_LIMIT_BYTES = 1 << 30  # val-clean's network outputs kept for calibration after the map choice
+SEARCH_MEMORY_BYTES = 1 << 28  # and PatchCore's kNN results (`RememberedSearches`)
 
 
 @dataclass(frozen=True)
@@ -78,20 +80,24 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
     labels, scores, map_peaks, maps, masks, scored = [], [], [], [], [], []
     preprocess = Preprocessor(io.size, io.channels, fitted.aligner, intensity=fitted.intensity)
     groups = calibration_groups(splits.val, fitted.detector, fitted.calibration)
-    detector, sigma, blur = fitted.detector, options["blur_sigma"], None
+    detector, sigma, blur, network = fitted.detector, options["blur_sigma"], None, engine
     choice = map_choice(spec.options, options)
     if choice is not None:
         neighbours, sigmas = choice
+        if hasattr(detector, "remembering"):  # PatchCore: calibration searches what the choice searched
+            groups = [(s, d.remembering(SEARCH_MEMORY_BYTES)) for s, d in groups]
         variants = {k: groups if k is None else [(s, d.with_map_k(k)) for s, d in groups] for k in neighbours}
         choice_start = time.perf_counter()
-        chosen, sigma, blur = _choose_map(engine, variants, preprocess, io.size, options["batch_size"], sigmas,
+        network = _Replay(engine)
+        chosen, sigma, blur = _choose_map(network, variants, preprocess, io.size, options["batch_size"], sigmas,
                                           bars)
         blur["seconds"] = round(time.perf_counter() - choice_start, 2)
+        network.rewind()  # calibration meets the same batches
         if chosen is not None:
             groups, detector = variants[chosen], detector.with_map_k(chosen)
         log.info("map blur sigma %g, neighbours %s (%s)", sigma, chosen or "-", blur["method"])
     step = bars(len(splits.val), "calibrate")
-    for samples, images, prediction in predict_groups(engine, groups, preprocess, sigma, options["batch_size"],
+    for samples, images, prediction in predict_groups(network, groups, preprocess, sigma, options["batch_size"],
                                                       step):
         scored += samples
         labels += [s.label for s in samples]
@@ -142,7 +148,7 @@ def train(options: dict[str, Any], progress: bool = True, splits: Splits | None 
 
 class _Replay:
     """A network whose outputs on the first pass over a fixed sequence of batches are replayed on later passes
-    (the map choice scores val-clean once per neighbour count; the features do not change). Outputs beyond
+    (calibration scores the val-clean batches the map choice ran; the features do not change). Outputs beyond
     `limit_bytes` are not kept but computed again, so a large val-clean cannot exhaust memory."""
 
     def __init__(self, network: TorchEngine, limit_bytes: int = REPLAY_LIMIT_BYTES) -> None:
@@ -169,20 +175,25 @@ class _Replay:
         self.calls = 0
 
 
-def _choose_map(engine: TorchEngine, variants: dict[int | None, Any], preprocess: Preprocessor,
+def _choose_map(network: _Replay, variants: dict[int | None, Any], preprocess: Preprocessor,
                 size: tuple[int, int], batch_size: int, sigmas: tuple[float, ...],
                 bars: Bars) -> tuple[int | None, float, dict[str, Any]]:
-    """Score val-clean with unblurred maps once per neighbour count and pick the map's neighbours and blur by
-    its PRO (`train.blur`)."""
-    network, unblurred, masks = _Replay(engine), {}, []
-    step = bars(len(variants) * sum(len(samples) for samples, _ in next(iter(variants.values()))), "map choice")
-    for neighbours, groups in variants.items():
-        network.rewind()
-        unblurred[neighbours] = []
-        for samples, images, prediction in predict_groups(network, groups, preprocess, 0.0, batch_size, step):
-            unblurred[neighbours] += list(prediction.maps)
-            if len(unblurred) == 1:
-                masks += [mask_at(s, image.shape, size) for s, image in zip(samples, images, strict=True)]
+    """Val-clean's unblurred maps for every neighbour count in one pass, and the map's neighbours and blur
+    picked by their PRO (`train.blur`). Each batch is read, run and searched once, then scored by each count's
+    detector, the largest count first: the smaller ones share its search (`RememberedSearches`)."""
+    counts = sorted(variants, key=lambda count: -(count or 0))
+    first = variants[counts[0]]
+    unblurred: dict[int | None, list[np.ndarray]] = {count: [] for count in variants}
+    masks: list[np.ndarray | None] = []
+    step = bars(sum(len(samples) for samples, _ in first), "map choice")
+    for index, (samples, _) in enumerate(first):
+        for batch in iter_batches(samples, preprocess, batch_size):
+            outputs = network(batch.inputs)
+            for count in counts:
+                scored = score_batch(variants[count][index][1], outputs, batch, preprocess, 0.0)
+                unblurred[count] += list(scored.maps)
+            masks += [mask_at(s, image.shape, size) for s, image in zip(batch.samples, batch.images, strict=True)]
+            step(len(batch.samples))
     bars.close()
     return choose_map(unblurred, masks, sigmas)
 

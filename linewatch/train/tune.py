@@ -165,10 +165,14 @@ def _scoring_seconds(cache: StageCache, row: dict[str, Any]) -> float:
 
 
 def _map_passes(options: dict[str, Any]) -> int:
-    """Passes over val-clean the final training's map choice adds (`train.blur.map_choice`): one per map
-    neighbour count offered, none when the map is pinned."""
+    """kNN passes over val-clean the final training's map choice adds to calibration's (`train.blur.map_choice`).
+    Calibration reuses the choice's searches and one search serves every count above one neighbour
+    (`RememberedSearches`), so offering one neighbour beside more adds one; a pinned map adds none."""
     choice = map_choice(get_spec(options["model"]).options, options)
-    return 0 if choice is None else len(choice[0])
+    if choice is None:
+        return 0
+    counts = choice[0]
+    return int(1 in counts and any(count is not None and count > 1 for count in counts))
 
 
 def _final_seconds(extraction: float, candidate: float, scoring: float, options: dict[str, Any]) -> float:

@@ -6,6 +6,7 @@ the CUDA fallback when faiss-gpu is missing; it chunks queries so memory stays b
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import numpy as np
@@ -108,3 +109,30 @@ class NearestNeighbours:
             dists.append(values.clamp_min(0).sqrt().cpu().numpy())
             indices.append(idx.cpu().numpy())
         return np.concatenate(dists), np.concatenate(indices)
+
+
+class RememberedSearches:
+    """A `NearestNeighbours` that keeps its results by query content, so passes that search the same patches
+    again cost no search: training scores val-clean with 1, 3 and 5 map neighbours, then calibrates with the
+    chosen count. A request is served by a kept search of the same k or, from the exact (flat) index, of a
+    larger k when both exceed 1: those are the same distances, bit for bit, while FAISS's one-neighbour
+    search rounds its own way (up to ~1e-6), so k = 1 is kept apart. Results beyond `limit_bytes` are not kept."""
+
+    def __init__(self, knn: NearestNeighbours | RememberedSearches, limit_bytes: int) -> None:
+        self.knn, self.limit_bytes, self.index_type = knn, limit_bytes, knn.index_type
+        self.kept: dict[tuple[tuple[int, ...], bytes], dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+        self.kept_bytes = self.searches = 0
+
+    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        key = (queries.shape, hashlib.blake2b(queries.tobytes(), digest_size=16).digest())
+        for stored, (distances, indices) in self.kept.get(key, {}).items():
+            if stored == k or (self.index_type == "flat" and 1 < k <= stored):
+                return distances[:, :k], indices[:, :k]
+        self.searches += 1
+        found = self.knn.search(queries, k)
+        size = found[0].nbytes + found[1].nbytes
+        if self.kept_bytes + size <= self.limit_bytes:
+            self.kept.setdefault(key, {})[k] = found
+            self.kept_bytes += size
+        return found

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from linewatch.models.base import PatchScores
-from linewatch.models.patchcore.knn import INDEX_TYPES, NearestNeighbours
+from linewatch.models.patchcore.knn import INDEX_TYPES, NearestNeighbours, RememberedSearches
 
 BANK_FILE = "memory_bank.npy"
 LARGE_BANK = 40_000
@@ -53,7 +53,7 @@ class PatchCore:
     kind = "patchcore"
 
     def __init__(self, memory_bank: np.ndarray, params: PatchCoreParams, device: str = "cpu",
-                 knn: NearestNeighbours | None = None) -> None:
+                 knn: NearestNeighbours | RememberedSearches | None = None) -> None:
         """`knn`: an index already built over `memory_bank` (`with_map_k` shares it)."""
         self.memory_bank = np.ascontiguousarray(memory_bank, dtype=np.float32)
         self.params = params
@@ -106,6 +106,11 @@ class PatchCore:
     def with_map_k(self, map_k: int) -> PatchCore:
         """The same bank and index, averaging `map_k` neighbours for the map (the map choice's candidates)."""
         return PatchCore(self.memory_bank, replace(self.params, map_k=map_k), knn=self.knn)
+
+    def remembering(self, limit_bytes: int) -> PatchCore:
+        """The same bank and index, keeping its searches (`RememberedSearches`) for passes over the same images;
+        `with_map_k` of it shares them."""
+        return PatchCore(self.memory_bank, self.params, knn=RememberedSearches(self.knn, limit_bytes))
 
     def image_scores(self, patch_scores: np.ndarray, maps: np.ndarray, outputs: dict[str, np.ndarray]) -> np.ndarray:
         """Max patch score; with `reweight`, scaled by the paper's neighbourhood-density weight (eq. 7)."""
