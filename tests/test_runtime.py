@@ -187,3 +187,15 @@ def test_status_messages_report_runtime_health(bundle: Path, category: Path) -> 
     assert statuses and statuses[-1]["schema"] == "linewatch.status/1"
     assert {"fps", "queues", "drops", "errors", "uptime_s"} <= set(statuses[-1])
     assert np.isfinite(statuses[-1]["fps"])
+
+
+def test_the_exit_summary_says_preprocessing_is_cpu_time() -> None:
+    """The stage means printed at exit: preprocessing is the source threads' CPU time (`SourceRunner._push`),
+    the other stages wall time, and the line says so."""
+    from linewatch.runtime.cli import _format_summary
+
+    summary = {"frames": 2, "wall_s": 1.0, "fps": 2.0, "drops": 0, "errors": 0,
+               "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0}, "stage_ms": dict.fromkeys(STAGES, 0.5),
+               "engine": "onnxruntime", "model": "m", "endpoint": "tcp://127.0.0.1:1", "sources": {}}
+    line = next(line for line in _format_summary(summary).splitlines() if "mean ms per frame" in line)
+    assert "preprocess (CPU) 0.50" in line and "network 0.50" in line and "network (CPU)" not in line

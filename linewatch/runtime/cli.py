@@ -18,7 +18,7 @@ from linewatch.runtime.stats import reliability_lines
 
 
 def _format_summary(summary: dict) -> str:
-    stages = ", ".join(f"{k} {v:.2f}" for k, v in summary["stage_ms"].items())
+    stages = ", ".join(f"{k}{' (CPU)' if k == 'preprocess' else ''} {v:.2f}" for k, v in summary["stage_ms"].items())
     lat = summary["latency_ms"]
     return (f"{summary['frames']} frames in {summary['wall_s']:.1f} s ({summary['fps']:.1f} fps), "
             f"{summary['drops']} dropped, {summary['errors']} errors\n"
