@@ -19,7 +19,7 @@ from linewatch.train.cli import main as train_main
 
 MODELS = {
     "patchcore": ["--model", "patchcore"],
-    "padim-aligned": ["--model", "padim", "--padim-dims", "40", "--align", "ecc"],
+    "padim-aligned": ["--model", "padim", "--padim-dims", "40", "--align", "lk"],
 }
 
 

@@ -68,7 +68,7 @@ def test_shipped_training_configs_resolve_for_their_model(tmp_path: Path) -> Non
 def test_each_detector_gets_its_own_defaults(tmp_path: Path) -> None:
     base = {"data": tmp_path, "out": tmp_path / "b"}
     assert resolve_training(None, {**base, "model": "patchcore"})["image_size"] == AutoSize(256)
-    assert resolve_training(None, {**base, "model": "padim"})["align"] == "ecc-affine"
+    assert resolve_training(None, {**base, "model": "padim"})["align"] == "lk-affine"
     assert resolve_training(None, {**base, "model": "patchcore"})["align"] == "none"
     ganomaly = resolve_training(None, {**base, "model": "ganomaly"})
     assert ganomaly["lr"] == 2e-4 and ganomaly["image_size"] == (64, 64) and ganomaly["channels"] == 3

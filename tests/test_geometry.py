@@ -95,7 +95,7 @@ def test_features_of_a_non_square_input_keep_its_shape() -> None:
 CASES = {
     "patchcore": ["--model", "patchcore"],
     "padim-tolerant": ["--model", "padim", "--padim-dims", "40", "--padim-radius", "1", "--padim-pool", "1"],
-    "padim-aligned-standardized": ["--model", "padim", "--padim-dims", "40", "--align", "ecc",
+    "padim-aligned-standardized": ["--model", "padim", "--padim-dims", "40", "--align", "lk-affine",
                                    "--intensity", "standardize"],
     "patchcore-tuned": ["--model", "patchcore", "--tune", "--backbone", "efficientnet_lite0"],
 }

@@ -116,7 +116,7 @@ def test_train_and_eval_padim_on_synthetic_category(tmp_path: Path) -> None:
     # The measured defaults: layers 2+3 (stride 8: 12 x 12 positions at 96 px), aligned to a reference view.
     assert manifest["network"]["params"]["layers"] == ["layer2", "layer3"]
     assert manifest["detector"]["positions"] == 12 * 12
-    assert manifest["preprocess"]["align"]["method"] == "ecc-affine"
+    assert manifest["preprocess"]["align"]["method"] == "lk-affine"
     out = tmp_path / "report"
     result = CliRunner().invoke(eval_main, ["--bundle", str(bundle), "--data", str(category), "--out", str(out),
                                             "--save-maps", "--quiet"])

@@ -9,7 +9,7 @@ Rows are appended to OUT/rows.jsonl as they finish (a rerun skips candidates alr
 OUT/search.md gets the table. Run with nice, one at a time:
   .venv/bin/python tools/bench_search.py --data ../shared/data/mvtec_ad/transistor --model patchcore \
       [--backbones efficientnet_lite0] [--sizes 256,320] [--layers layer2+layer3,layer3+layer4] \
-      [--align none,ecc] [--set coreset_ratio=0.01,0.1 --set projection_dims=none,128] [--out bench-out/search]
+      [--align none,lk-affine] [--set coreset_ratio=0.01,0.1 --set projection_dims=none,128] [--out bench-out/search]
 """
 
 from __future__ import annotations
@@ -133,7 +133,8 @@ def write_table(rows_file: Path, out: Path) -> None:
 @click.option("--model", type=click.Choice(["patchcore", "padim"]), default="patchcore", show_default=True)
 @click.option("--backbones", default="efficientnet_lite0", show_default=True)
 @click.option("--sizes", default="256", show_default=True, help="Comma-separated: 256, 288x320, auto:256 ...")
-@click.option("--align", "aligns", default="none", show_default=True, help="Comma-separated: none, ecc.")
+@click.option("--align", "aligns", default="none", show_default=True,
+              help="Comma-separated --align values: none, lk, lk-affine, ecc, ecc-affine.")
 @click.option("--layers", "layer_text", default=None, help="Comma-separated layer sets, '+' inside a set.")
 @click.option("--set", "sets", multiple=True, help="key=v1,v2: values of a detector option (default: its grid).")
 @click.option("--threads", type=int, default=2, show_default=True)

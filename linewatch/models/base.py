@@ -59,7 +59,7 @@ class Fitted:
     network_section: dict[str, Any]
     detector: Detector
     history: list[dict[str, Any]] | None = None
-    aligner: Any = None  # features.align.Aligner when frames are aligned to a reference view (--align ecc)
+    aligner: Any = None  # features.align.Aligner when frames are aligned to a reference view (--align lk, ecc, ...)
     intensity: str = "none"  # the Preprocessor's intensity handling the detector was fitted with (--intensity)
     training: dict[str, Any] = field(default_factory=dict)  # extra facts for the manifest's training section
     # Val-clean samples the final detector has seen, each group with a detector that has not: calibration

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from linewatch.config import AutoSize, Option
+from linewatch.features.align import ALIGN_METHODS
 from linewatch.features.catalog import BACKBONES, get_spec
 from linewatch.features.preprocess import AUTO_SPREAD, INTENSITY_CHOICES, Preprocessor, auto_intensity, lighting_spread
 from linewatch.models.base import Detector, FitContext, Fitted
@@ -26,9 +27,10 @@ FEATURE_OPTIONS: dict[str, Option] = {
     "weights": Option(str, "default", help="'default' (packaged / torch hub cache), 'none' (random) or a file."),
     "layers": Option(tuple, None, help="Comma-separated feature layers, e.g. layer2,layer3."),
     "projection_dims": Option(int, None, minimum=8, help="Project features to this many dims (default: none)."),
-    "align": Option(str, "none", choices=("none", "ecc", "ecc-affine"),
-                    help="Align each frame to a reference training view before the network (OpenCV ECC; ecc: "
-                         "rotation + shift, ecc-affine: also scale and shear); maps are moved back onto the frame."),
+    "align": Option(str, "none", choices=ALIGN_METHODS,
+                    help="Align each frame to a reference training view before the network; maps are moved back "
+                         "onto the frame. lk: rotation + shift (Lucas-Kanade, ~0.35 ms per frame), lk-affine: also "
+                         "scale and shear; ecc, ecc-affine: the same motions with OpenCV's ECC (1.2-1.7 ms)."),
     "intensity": Option(str, "auto", choices=INTENSITY_CHOICES,
                         help="standardize: bring each frame's channels to one mean and contrast before the network, "
                              "for lines whose lighting or exposure varies (magnetic tile: 0.916 -> 0.942); auto: "
