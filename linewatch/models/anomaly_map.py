@@ -29,6 +29,15 @@ def spread_matrix(n_in: int, n_out: int, sigma: float) -> np.ndarray:
     return impulses
 
 
+@lru_cache(maxsize=32)
+def spread_rows(n_in: int, n_out: int, sigma: float) -> np.ndarray:
+    """`spread_matrix` transposed and contiguous, (n_out, n_in): cv2's gemm reads it twice as fast as it
+    reads the transpose flag (160 x 416 maps from 20 x 52 patches: 0.05 instead of 0.09 ms)."""
+    rows = np.ascontiguousarray(spread_matrix(n_in, n_out, sigma).T)
+    rows.setflags(write=False)
+    return rows
+
+
 def anomaly_maps(patch_scores: np.ndarray, size: tuple[int, int], sigma: float = 4.0) -> np.ndarray:
     """(N, h, w) patch scores -> (N, H, W) float32 maps at the model's input size.
 
@@ -39,11 +48,11 @@ def anomaly_maps(patch_scores: np.ndarray, size: tuple[int, int], sigma: float =
     scores = np.asarray(patch_scores, dtype=np.float32)
     out = np.empty((len(scores), height, width), dtype=np.float32)
     if 2 * scores.shape[1] <= height and 2 * scores.shape[2] <= width:
-        rows, cols = spread_matrix(scores.shape[1], height, sigma), spread_matrix(scores.shape[2], width, sigma)
+        rows, cols = spread_rows(scores.shape[1], height, sigma), spread_matrix(scores.shape[2], width, sigma)
         # cv2's gemm (one thread in the runtime), not numpy's: OpenBLAS's idle threads spin on the cores the
         # runtime's sources decode on (magnetic tile's config bundle: 22 -> 29 ms/frame through numpy).
         for i, one in enumerate(scores):
-            out[i] = cv2.gemm(cv2.gemm(rows, one, 1, None, 0, flags=cv2.GEMM_1_T), cols, 1, None, 0)
+            out[i] = cv2.gemm(cv2.gemm(rows, one, 1, None, 0), cols, 1, None, 0)
         return out
     for i, one in enumerate(scores):
         out[i] = blur_map(cv2.resize(one, (width, height), interpolation=cv2.INTER_LINEAR), sigma)

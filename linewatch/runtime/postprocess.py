@@ -68,8 +68,11 @@ def find_regions(
     frame_h, frame_w = int(frame_shape[0]), int(frame_shape[1])
     if frame_h <= 0 or frame_w <= 0:
         raise ValueError(f"frame_shape must be positive (h, w), got {frame_shape}")
-    mask = (amap >= threshold).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, _LABELLING)
+    mask = amap >= threshold
+    if not mask.any():  # a good frame: no labelling (0.09 ms of a 160 x 416 map)
+        return []
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask.view(np.uint8), 8, cv2.CV_32S,
+                                                                           _LABELLING)
     if count <= 1:
         return []
     sy, sx = frame_h / amap.shape[0], frame_w / amap.shape[1]
