@@ -24,22 +24,30 @@ import click
 import cv2
 import numpy as np
 
-from linewatch.data import read_image, read_mask, scan_category
+from linewatch.data import Sample, read_image, read_mask, scan_category
+from linewatch.data.image_header import read_header
 
 Transform = Callable[[np.ndarray, np.ndarray | None, np.random.Generator], tuple[np.ndarray, np.ndarray | None]]
 
 
-def misalign(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray,
-                                                                                          np.ndarray | None]:
-    """Resized crop (area 0.9-1.0, aspect 0.9-1.1), rotation +-10 deg about the centre, shift <= 5%."""
-    h, w = image.shape[:2]
+def misalign_matrix(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """The 3x3 map from original to proxy pixels: resized crop (area 0.9-1.0, aspect 0.9-1.1), rotation +-10 deg
+    about the centre, shift <= 5%."""
+    h, w = height, width
     area, ratio = rng.uniform(0.9, 1.0), math.exp(rng.uniform(math.log(0.9), math.log(1.1)))
     cw, ch = min(w, w * math.sqrt(area * ratio)), min(h, h * math.sqrt(area / ratio))
     x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
     crop = np.array([[w / cw, 0, -x0 * w / cw], [0, h / ch, -y0 * h / ch], [0, 0, 1]])
     rotate = np.vstack([cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-10, 10), 1.0), [0, 0, 1]])
     shift = np.array([[1, 0, rng.uniform(-0.05, 0.05) * w], [0, 1, rng.uniform(-0.05, 0.05) * h], [0, 0, 1]])
-    matrix = (shift @ rotate @ crop)[:2]
+    return shift @ rotate @ crop
+
+
+def misalign(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray,
+                                                                                          np.ndarray | None]:
+    """Each image moved by its own `misalign_matrix`."""
+    h, w = image.shape[:2]
+    matrix = misalign_matrix(h, w, rng)[:2]
     out = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     if mask is None:
         return out, None
@@ -86,16 +94,37 @@ def write(path: Path, image: np.ndarray) -> None:
         raise click.ClickException(f"cannot write {path}")
 
 
-def build(data: Path, out: Path, transform: Transform, seed: int, train: int | None,
-          keep: Callable[[np.ndarray], bool] | None, drop: tuple[str, ...], recipe: dict) -> dict:
-    """Write the proxy category; returns its counts."""
+def streams(data: Path, seed: int, train: int | None) -> list[Sample]:
+    """The source samples in the order `build` draws their transforms (sample i uses rng([seed, i]))."""
     category = scan_category(data)
     goods = category.train
     if train is not None:
         picks = np.sort(np.random.default_rng([seed, 99]).permutation(len(goods))[:train])
         goods = [goods[i] for i in picks]
+    return [*goods, *category.test]
+
+
+def misalign_matrices(proxy: Path) -> dict[str, np.ndarray]:
+    """A `misalign` proxy's true 3x3 maps (original -> proxy pixels) by the proxy's relative path, replayed
+    from its proxy.json: what registration is measured against (tools/bench_align.py)."""
+    recipe = json.loads((proxy / "proxy.json").read_text())
+    if recipe.get("kind") != "misalign":
+        raise click.ClickException(f"{proxy} is not a misalign proxy (proxy.json kind {recipe.get('kind')!r})")
+    matrices = {}
+    for stream, sample in enumerate(streams(Path(recipe["source"]), recipe["seed"], recipe["train_kept"])):
+        header = read_header(sample.path.read_bytes())
+        if header is None:
+            raise click.ClickException(f"{sample.path}: not an image linewatch reads")
+        matrices[str(Path(sample.rel).with_suffix(".png"))] = misalign_matrix(
+            header.height, header.width, np.random.default_rng([recipe["seed"], stream]))
+    return matrices
+
+
+def build(data: Path, out: Path, transform: Transform, seed: int, train: int | None,
+          keep: Callable[[np.ndarray], bool] | None, drop: tuple[str, ...], recipe: dict) -> dict:
+    """Write the proxy category; returns its counts."""
     counts = {"train": 0, "test_good": 0, "test_defect": 0, "dropped_empty_mask": 0, "dropped_shape": 0}
-    for stream, sample in enumerate([*goods, *category.test]):
+    for stream, sample in enumerate(streams(data, seed, train)):
         if sample.defect in drop:
             continue
         image = read_image(sample.path)
