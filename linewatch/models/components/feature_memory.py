@@ -29,8 +29,8 @@ FEATURE_OPTIONS: dict[str, Option] = {
     "projection_dims": Option(int, None, minimum=8, help="Project features to this many dims (default: none)."),
     "align": Option(str, "none", choices=ALIGN_METHODS,
                     help="Align each frame to a reference training view before the network; maps are moved back "
-                         "onto the frame. lk: rotation + shift (Lucas-Kanade, ~0.35 ms per frame), lk-affine: also "
-                         "scale and shear; ecc, ecc-affine: the same motions with OpenCV's ECC (1.2-1.7 ms)."),
+                         "onto the frame. lk: rotation + shift (Lucas-Kanade, 0.2-0.6 ms per frame), lk-affine: also "
+                         "scale and shear; ecc, ecc-affine: the same motions with OpenCV's ECC (1.3-1.7 ms)."),
     "intensity": Option(str, "auto", choices=INTENSITY_CHOICES,
                         help="standardize: bring each frame's channels to one mean and contrast before the network, "
                              "for lines whose lighting or exposure varies (magnetic tile: 0.916 -> 0.942); auto: "
