@@ -22,7 +22,7 @@ from linewatch.features.preprocess import LEGACY_RESIZE_POLICY, RESIZE_POLICY, P
 from linewatch.metrics.calibrate import ScoreNormalizer
 from linewatch.models.base import Detector
 from linewatch.models.registry import load_detector
-from linewatch.scoring import Prediction, score_outputs
+from linewatch.scoring import Prediction, feature_grid, score_outputs
 
 
 def check_resize_policy(manifest: dict[str, Any], directory: Path) -> bool:
@@ -121,7 +121,7 @@ class Inspector:
         """Scores and maps of a batch; `warps` (the frames' alignments) leave out what they brought in.
         `timings` gets `score_outputs`'s and `unseen`: ms for finding what the warps brought in, alignment's work."""
         start = time.perf_counter()
-        unseen = self.preprocessor.unseen(warps)
+        unseen = self.preprocessor.unseen(warps, feature_grid(outputs))
         if timings is not None:
             timings["unseen"] = 1000 * (time.perf_counter() - start)
         return score_outputs(self.detector, outputs, self.io.size, self.blur_sigma, timings, unseen)

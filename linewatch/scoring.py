@@ -54,14 +54,22 @@ def score_outputs(
     return Prediction(scores=scores, maps=maps)
 
 
+def feature_grid(outputs: dict[str, np.ndarray]) -> tuple[int, int] | None:
+    """The patch grid of a feature extractor's outputs (rows, columns), or None for other networks."""
+    features = outputs.get("features")
+    return None if features is None or features.ndim != 4 else (int(features.shape[2]), int(features.shape[3]))
+
+
 def leave_out(patch_scores: np.ndarray, unseen: Sequence[np.ndarray | None]) -> np.ndarray:
-    """Patch scores with every patch that overlaps an image's `unseen` pixels set to the median of its other
-    patches: neither the image score (a maximum) nor the map's regions can come from padding."""
+    """Patch scores with every patch that overlaps an image's `unseen` pixels (or cells: masks at the patch grid
+    pass through) set to the median of its other patches: neither the image score (a maximum) nor the map's
+    regions can come from padding."""
     patch_scores = np.array(patch_scores, dtype=np.float32)
     for scores, mask in zip(patch_scores, unseen, strict=True):
         if mask is None:
             continue
-        grid = cv2.resize(mask.astype(np.float32), scores.shape[::-1], interpolation=cv2.INTER_AREA) > 0
+        grid = mask if mask.shape == scores.shape else (
+            cv2.resize(mask.astype(np.float32), scores.shape[::-1], interpolation=cv2.INTER_AREA) > 0)
         if not grid.all():
             scores[grid] = np.median(scores[~grid])
     return patch_scores
@@ -100,7 +108,8 @@ def score_batch(detector: Detector, outputs: dict[str, np.ndarray], batch: Batch
                 sigma: float) -> Prediction:
     """`score_outputs` for a batch `iter_batches` made: its alignment's unseen pixels left out, its maps warped
     back onto each frame (`restore`). Training's map choice scores one batch's outputs with several detectors."""
-    prediction = score_outputs(detector, outputs, preprocessor.size, sigma, unseen=preprocessor.unseen(batch.warps))
+    unseen = preprocessor.unseen(batch.warps, feature_grid(outputs))
+    prediction = score_outputs(detector, outputs, preprocessor.size, sigma, unseen=unseen)
     if any(warp is not None for warp in batch.warps):
         maps = np.stack([preprocessor.restore(m, w) for m, w in zip(prediction.maps, batch.warps, strict=True)])
         prediction = Prediction(prediction.scores, maps)

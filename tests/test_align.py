@@ -134,6 +134,29 @@ def test_unseen_is_what_the_warp_brings_in_from_outside_the_frame_plus_the_margi
     assert margin_for(("layer2", "layer3")) == 32 and margin_for(("layer1",)) == 8
 
 
+@pytest.mark.parametrize(("margin", "grid"), [(32, (16, 16)), (16, (16, 8)), (0, (8, 16)), (16, (32, 32))])
+def test_unseen_cells_are_the_cells_holding_an_unseen_pixel(margin: int, grid: tuple[int, int]) -> None:
+    """The patch-grid answer (cell corners) against the pixel mask (every pixel warped, then dilated) brought
+    to that grid as `leave_out` does, over turned, shifted and scaled warps; a margin the cell side does not
+    divide falls back to pixels."""
+    aligner = Aligner(_part()[:32, :32, 0].astype(np.float32), 4, "lk", margin=margin)
+    rng = np.random.default_rng(0)
+    size = (128, 128)
+    for _ in range(40):
+        warp = cv2.getRotationMatrix2D((64, 64), rng.uniform(-12, 12), rng.uniform(0.9, 1.1))
+        warp[:, 2] += rng.uniform(-12, 12, 2)
+        pixels = aligner.unseen(warp, size)
+        cells = aligner.unseen(warp, size, grid)
+        assert pixels is not None and cells is not None and cells.shape == grid
+        expected = cv2.resize(pixels.astype(np.float32), grid[::-1], interpolation=cv2.INTER_AREA) > 0
+        assert np.array_equal(cells, expected)
+        assert np.array_equal(leave_out(np.ones((1, *grid), np.float32), [cells]),
+                              leave_out(np.ones((1, *grid), np.float32), [pixels]))
+    assert aligner.unseen(np.eye(2, 3, dtype=np.float32), size, grid) is None
+    uneven = Aligner(aligner.reference, 4, "lk", margin=12).unseen(warp, size, (16, 16))  # 12 px: not whole cells
+    assert uneven is not None and uneven.shape == size
+
+
 def test_left_out_patches_can_neither_raise_the_score_nor_mark_the_map() -> None:
     rng = np.random.default_rng(0)
     patch = rng.uniform(1, 2, (2, 8, 8)).astype(np.float32)

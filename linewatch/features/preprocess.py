@@ -125,11 +125,13 @@ class Preprocessor:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.prepare(image)[0]
 
-    def unseen(self, warps: Sequence[np.ndarray | None]) -> list[np.ndarray | None] | None:
-        """Per frame, the aligned input's pixels that scoring leaves out (`Aligner.unseen`); None if none."""
+    def unseen(self, warps: Sequence[np.ndarray | None],
+               grid: tuple[int, int] | None = None) -> list[np.ndarray | None] | None:
+        """Per frame, the aligned input's pixels (or, given the patch `grid`, cells) that scoring leaves out
+        (`Aligner.unseen`); None if none."""
         if self.align is None:
             return None
-        masks = [None if warp is None else self.align.unseen(warp, self.size) for warp in warps]
+        masks = [None if warp is None else self.align.unseen(warp, self.size, grid) for warp in warps]
         return masks if any(mask is not None for mask in masks) else None
 
     def restore(self, anomaly_map: np.ndarray, warp: np.ndarray | None) -> np.ndarray:

@@ -135,7 +135,7 @@ def fit_and_score(search: FeatureSearch, options: dict[str, Any], cache: StageCa
         timings: dict[str, float] = {}
         warps = cache.val_warps[len(maps) : len(maps) + len(features)]
         prediction = score_outputs(detector, {"features": features}, config.image_size, sigma, timings,
-                                   preprocess.unseen(warps))
+                                   preprocess.unseen(warps, features.shape[-2:]))
         score_ms += timings["score"] + timings["maps"]
         scores.append(prediction.scores)
         maps.extend(preprocess.restore(m, w) for m, w in zip(prediction.maps, warps, strict=True))
