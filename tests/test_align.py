@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from linewatch.bundle import BundleError, read_manifest
 from linewatch.data.synthetic import make_synthetic_category
 from linewatch.evaluate.cli import main as eval_main
+from linewatch.features import lucas_kanade
 from linewatch.features.align import REFERENCE_FILE, Aligner, build_reference, margin_for
 from linewatch.features.preprocess import Preprocessor
 from linewatch.inspector import Inspector
@@ -89,6 +90,17 @@ def test_lucas_kanade_matches_the_true_motion_of_a_turned_and_brightened_part(an
     ys, xs = np.mgrid[32:96:8, 32:96:8].astype(np.float64)
     points = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
     assert np.abs(warp.astype(np.float64) @ points - truth @ points).max() < 1.0
+
+
+def test_a_degenerate_lucas_kanade_update_ends_the_registration_instead_of_raising() -> None:
+    """An update whose matrix has no inverse (here forced: every error pixel 1, the solve's first row -1/N, so
+    1 + p0 = 0) returns a non-finite warp, which `estimate` turns into None (the frame is scored unaligned)."""
+    template = _part()[:32, :32, 0].astype(np.float32)
+    level = lucas_kanade._Level(template, affine=True)
+    level.solve = np.zeros_like(level.solve)
+    level.solve[0] = -1.0 / template.size
+    warp, _ = lucas_kanade._iterate(level, template + 1, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), 5, 0.01)
+    assert not np.isfinite(warp).all()
 
 
 @pytest.mark.parametrize("method", ["lk", "ecc"])

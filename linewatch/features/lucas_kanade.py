@@ -98,6 +98,8 @@ def _iterate(level: _Level, image: np.ndarray, warp: Warp, iterations: int, tole
         p = (level.solve @ flat).tolist()
         if level.affine:  # dW = [[1 + p0, p2, p4], [p1, 1 + p3, p5]]
             det = (1 + p[0]) * (1 + p[3]) - p[1] * p[2]
+            if not det:  # an update that flattens the image: no registration (the caller gets None)
+                return (math.nan,) * 6, residual
             ia, ib, id_, ie = (1 + p[3]) / det, -p[2] / det, -p[1] / det, (1 + p[0]) / det
             tx, ty = p[4], p[5]
             step = (abs(p[0]) + abs(p[1]) + abs(p[2]) + abs(p[3])) * level.span + abs(tx) + abs(ty)
