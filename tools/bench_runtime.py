@@ -5,7 +5,8 @@ the bottle test images; trains and exports a default bundle first when --bundle 
 Prints a table and writes JSON. Overhead = (preprocess + postprocess + publish) / (backbone + score), with
 preprocess the source threads' CPU time for it (`SourceRunner._push`: their wall time counts network runs);
 decode is reported on its own (it runs in the source threads, overlapped with inference).
-Each configuration runs --repeat times, interleaved; the median run is reported.
+Each configuration runs --repeat times, interleaved; the median run is reported, with every run's ms/frame and
+overhead beside it (their range is the measurement's noise).
 `--precisions fp32,int8` adds the int8 network (export-model --int8) as its own configurations.
 Run: .venv/bin/python tools/bench_runtime.py [--bundle DIR] [--engines onnxruntime,torch] [--batches 1,4,8]
 """
@@ -52,9 +53,11 @@ def run_once(bundle: Path, data: Path, engine: str, batch: int, threads: int, pr
 
 
 def median_run(runs: list[dict]) -> dict:
-    """The run with the median throughput, with every run's ms/frame alongside."""
+    """The run with the median throughput, with every run's ms/frame and overhead alongside (the overhead's
+    denominator, the network's and the scorer's time, swings most from run to run on two shared cores)."""
     ordered = sorted(runs, key=lambda r: r["ms_per_frame"])
-    return {**ordered[(len(ordered) - 1) // 2], "ms_per_frame_runs": [r["ms_per_frame"] for r in runs]}
+    return {**ordered[(len(ordered) - 1) // 2], "ms_per_frame_runs": [r["ms_per_frame"] for r in runs],
+            "overhead_runs": [r["overhead"] for r in runs]}
 
 
 @click.command()
@@ -93,7 +96,7 @@ def main(bundle: Path, data: Path, model: str, engines: str, batches: str, preci
         print(f"{name:<17} {r['batch']:>5} {r['fps']:>7.1f} {r['ms_per_frame']:>9.2f} {lat['p50']:>7.1f} "
               f"{lat['p95']:>7.1f} {s['decode']:>7.2f} {s['preprocess']:>6.2f} {s['network']:>8.2f} "
               f"{s['score']:>7.2f} {s['postprocess']:>6.2f} {s['publish']:>6.2f} {r['overhead']:>8.3f}  "
-              f"runs {r['ms_per_frame_runs']}")
+              f"runs {r['ms_per_frame_runs']} overhead {min(r['overhead_runs']):.3f}-{max(r['overhead_runs']):.3f}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"bundle": str(bundle), "data": str(data), "threads": threads, "runs": rows},
                               indent=2) + "\n")
