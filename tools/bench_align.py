@@ -45,11 +45,10 @@ def rms_error(warp: np.ndarray, truth: np.ndarray, size: tuple[int, int]) -> flo
     return float(np.sqrt(((warp.astype(np.float64) @ points - truth @ points) ** 2).sum(axis=0).mean()))
 
 
-def measure(proxy: Path, method: str, size: tuple[int, int]) -> dict[str, Any]:
-    category = scan_category(proxy)
-    aligner: Aligner = reference_from_samples(category.train, size, method)
-    rels = [s.rel for s in [*category.train, *category.test]]
-    frames = {rel: resize(read_image(proxy / rel), size) for rel in rels}
+def measure(proxy: Path, method: str, size: tuple[int, int], frames: dict[str, np.ndarray]) -> dict[str, Any]:
+    """`frames`: every train and test image of the proxy at the model size, by relative path."""
+    aligner: Aligner = reference_from_samples(scan_category(proxy).train, size, method)
+    rels = list(frames)
     reference = next(rel for rel in rels if rel.startswith("train/")
                      and np.array_equal(thumbnail(frames[rel], aligner.downscale), aligner.reference))
     shape = read_image(proxy / reference).shape[:2]
@@ -86,8 +85,10 @@ def main(proxies: str, methods: str, size: int, out: Path) -> None:
     for name in proxies.split(","):
         proxy = PROXIES / name
         ensure_proxy(proxy)
+        category = scan_category(proxy)
+        frames = {s.rel: resize(read_image(s.path), (size, size)) for s in [*category.train, *category.test]}
         for method in methods.split(","):
-            row = measure(proxy, method, (size, size))
+            row = measure(proxy, method, (size, size), frames)
             rows.append(row)
             click.echo(f"{name:24s} {method:11s} {row['frames']:6d} {row['failed']:6d} {row['median_px']:7.2f} "
                        f"{row['p90_px']:6.2f} {row['max_px']:6.2f} {row['over_8px']:5d} "

@@ -41,12 +41,13 @@ MOTIONS = {"lk": ("euclidean", "lk"), "lk-affine": ("affine", "lk"),
 ECC_MOTIONS = {"euclidean": cv2.MOTION_EUCLIDEAN, "affine": cv2.MOTION_AFFINE}
 REFERENCE_FILE = "align_reference.npy"
 THUMB_SIDE = 64  # registration runs on ~64 x 64 grey thumbnails (256 px input: 1/4)
-LEVELS = 2  # pyramid levels: half the thumbnail, then the thumbnail
+# ECC's pyramid levels: half the thumbnail, then the thumbnail (LK's: one per entry of `lucas_kanade.ITERATIONS`)
+LEVELS = 2
 ITERATIONS = 40  # ECC, per level
 EPS = 1e-4  # ECC
 # What a bundle records of each estimator, and what loading it checks against this linewatch's.
 SETTINGS = {"ecc": {"levels": LEVELS, "iterations": ITERATIONS, "eps": EPS},
-            "lk": {"levels": LEVELS, "iterations": list(lucas_kanade.ITERATIONS),
+            "lk": {"levels": len(lucas_kanade.ITERATIONS), "iterations": list(lucas_kanade.ITERATIONS),
                    "tolerance_px": list(lucas_kanade.TOLERANCE_PX), "start_deg": lucas_kanade.START_DEG}}
 MAX_ANGLE_DEG = 30.0
 MAX_SHIFT = 0.25  # of the image side

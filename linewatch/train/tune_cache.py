@@ -24,7 +24,7 @@ from linewatch.features.extractor import FeatureConfig, FeatureExtractor, build_
 from linewatch.features.preprocess import Preprocessor
 from linewatch.metrics import auroc, pixel_auroc, pro_area, pro_curve
 from linewatch.models.components.feature_memory import FeatureSearch, memory_transforms, preprocessor_for
-from linewatch.scoring import score_outputs
+from linewatch.scoring import feature_grid, score_outputs
 from linewatch.train.blur import DEFAULT_SIGMA
 
 
@@ -134,8 +134,9 @@ def fit_and_score(search: FeatureSearch, options: dict[str, Any], cache: StageCa
     for features in _features(head, cache.val, batch):
         timings: dict[str, float] = {}
         warps = cache.val_warps[len(maps) : len(maps) + len(features)]
-        prediction = score_outputs(detector, {"features": features}, config.image_size, sigma, timings,
-                                   preprocess.unseen(warps, features.shape[-2:]))
+        outputs = {"features": features}
+        prediction = score_outputs(detector, outputs, config.image_size, sigma, timings,
+                                   preprocess.unseen(warps, feature_grid(outputs)))
         score_ms += timings["score"] + timings["maps"]
         scores.append(prediction.scores)
         maps.extend(preprocess.restore(m, w) for m, w in zip(prediction.maps, warps, strict=True))
