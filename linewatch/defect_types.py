@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,27 @@ def coarse(mask: np.ndarray) -> np.ndarray:
     """A boolean mask on the comparison grid: a cell is set when any of its pixels is (thin defects survive).
 
     Comparing on <= 64 x 64 cells costs ~1/16 of 256 x 256 per reference mask, which the runtime pays per
-    defective frame; PatchCore on transistor classifies as well or better on it (72.7% vs 71.6%)."""
+    defective frame; PatchCore on transistor classifies as well or better on it (72.7% vs 71.6%). A cell holds
+    every pixel it overlaps, even in part (what cv2's INTER_AREA averages over, and so `> 0` of it), counted
+    from an integral image: 0.05 instead of 0.09 ms for a 160 x 416 map (capsule bands), where the cells are
+    6.96 x 7.05 px."""
+    mask = np.asarray(mask, bool)
     grid = grid_shape(mask.shape)
     if grid == mask.shape:
-        return np.asarray(mask, bool)
-    return cv2.resize(np.asarray(mask, np.float32), grid[::-1], interpolation=cv2.INTER_AREA) > 0
+        return mask
+    (top, bottom), (left, right) = _cell_spans(mask.shape[0], grid[0]), _cell_spans(mask.shape[1], grid[1])
+    top, bottom = top[:, None], bottom[:, None]
+    counts = cv2.integral(mask.view(np.uint8))
+    return (counts[bottom, right] - counts[top, right] - counts[bottom, left] + counts[top, left]) > 0
+
+
+@lru_cache(maxsize=16)
+def _cell_spans(pixels: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell, the first pixel it overlaps and one past the last (indices into an integral image): cell i
+    covers [i * pixels / cells, (i + 1) * pixels / cells). Overlaps are whole multiples of 1 / cells >= 1 / 64,
+    above the 1e-3 under which cv2's INTER_AREA drops one, so the two agree."""
+    edges = np.arange(cells + 1) * pixels
+    return edges[:-1] // cells, -(-edges[1:] // cells)  # exact integer floor and ceiling
 
 
 def grid_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -126,16 +143,30 @@ class DefectTypes:
                              "var": var.reshape(-1, count), "areas": stack.sum(axis=(0, 1)),
                              "empty": empty.reshape(-1, count),
                              "empty_sum": empty.reshape(-1, count).sum(axis=0, dtype=np.float64),
-                             "codes": codes, "members": [np.flatnonzero(codes == c) for c in range(len(types))]}
+                             "codes": codes, "members": [np.flatnonzero(codes == c) for c in range(len(types))],
+                             "everyone": [np.arange(count)], "no_type": np.zeros(count, np.intp)}
         return self._moments
 
     def similarities(self, amap: np.ndarray) -> dict[str, float]:
-        """Best weighted similarity of the binarised map to each type's reference masks on the comparison grid:
-        `mask_similarity` against every reference, computed so that the runtime can afford it per defective
-        frame. The pixel counts (IoU, Dice, accuracy) of all K masks are one sum of rows; SSIM (weight 0.1,
-        at most 1) is what costs, so it is computed only where it can change a type's best: first for each
-        type's reference with the highest bound (its counts with SSIM = 1), then for the references whose bound
-        exceeds that exact value. The K' SSIMs go as K' channels of one blur."""
+        """Best weighted similarity of the binarised map to each type's reference masks on the comparison grid
+        (`mask_similarity` against every reference, computed as `_combined` describes)."""
+        return self._best_per_type(self._combined(amap, per_type=True))
+
+    def _best_per_type(self, combined: np.ndarray) -> dict[str, float]:
+        best: dict[str, float] = {}
+        for label, value in zip(self.labels, combined.tolist(), strict=True):
+            if not math.isnan(value):  # NaN: pruned, cannot beat the best it was compared with
+                best[label] = max(value, best.get(label, -1.0))
+        return best
+
+    def _combined(self, amap: np.ndarray, per_type: bool) -> np.ndarray:
+        """Each reference's weighted similarity to the binarised map, NaN where it cannot matter: computed so
+        that the runtime can afford it per defective frame. The pixel counts (IoU, Dice, accuracy) of all K
+        masks are one sum of rows; SSIM (weight 0.1, at most 1) is what costs, so from `_PRUNE_FROM` references
+        on it is computed only where it can change a best: first for the reference with the highest bound (its
+        counts with SSIM = 1) of each type (`per_type`) or of all, then for those whose bound exceeds that exact
+        value. A classification needs only the overall best, which prunes more: capsule bands' 33 masks, 12
+        SSIMs instead of 21 per frame, 0.32 instead of 0.46 ms. The SSIMs go as channels of one blur."""
         if not self.can_classify:
             raise ValueError("this bundle holds no labelled defect masks")
         ref = self._references()
@@ -150,19 +181,15 @@ class DefectTypes:
         if len(self.labels) < _PRUNE_FROM:  # two passes cost more than they save on a few masks
             ssim[:] = self._mean_ssim(near, np.arange(len(self.labels)))
         else:
+            groups, group_of = (ref["members"], ref["codes"]) if per_type else (ref["everyone"], ref["no_type"])
             bound = similarities_from_counts(*counts, np.full(len(self.labels), 1.0 + _SSIM_SLACK))["combined"]
-            first = np.array([members[np.argmax(bound[members])] for members in ref["members"]])  # one per type
+            first = np.array([members[np.argmax(bound[members])] for members in groups])
             ssim[first] = self._mean_ssim(near, first)
-            floor = similarities_from_counts(*counts, ssim)["combined"][first][ref["codes"]]  # its type's best so far
+            floor = similarities_from_counts(*counts, ssim)["combined"][first][group_of]  # its group's best so far
             rest = np.flatnonzero((bound > floor) & np.isnan(ssim))
             if rest.size:
                 ssim[rest] = self._mean_ssim(near, rest)
-        exact = similarities_from_counts(*counts, ssim)["combined"]
-        best: dict[str, float] = {}
-        for label, value in zip(self.labels, exact.tolist(), strict=True):
-            if not math.isnan(value):  # NaN: pruned, cannot beat its type's best
-                best[label] = max(value, best.get(label, -1.0))
-        return best
+        return similarities_from_counts(*counts, ssim)["combined"]
 
     def _mean_ssim(self, near: _Near, columns: np.ndarray) -> np.ndarray:
         """Mean SSIM of the predicted grid against the references `columns`: the cached SSIM against an empty
@@ -181,7 +208,7 @@ class DefectTypes:
 
     def defect_type(self, amap: np.ndarray) -> tuple[str, float]:
         """The most similar defect type and its similarity (ties: the first type alphabetically)."""
-        values = self.similarities(amap)
+        values = self._best_per_type(self._combined(amap, per_type=False))
         label = max(sorted(values), key=lambda key: values[key])
         return label, values[label]
 

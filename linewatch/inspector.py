@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,9 @@ class Inspector:
 
         return TorchEngine(self.network, self.io, device)
 
-    @property
+    @cached_property
     def model_id(self) -> str:
+        """The bundle's id: hashed once, not for every verdict that carries it."""
         return bundle_id(self.manifest)
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -176,3 +177,36 @@ def test_classifier_computes_ssim_near_the_prediction_only_and_still_equals_mask
             for label, mask in zip(labels, references, strict=True):
                 expected[label] = max(expected.get(label, -1.0), mask_similarity(amap >= 0.5, mask)["combined"])
             assert classifier.similarities(amap) == pytest.approx(expected, abs=1e-6)
+            label, similarity = classifier.defect_type(amap)  # pruned against the overall best: the same winner
+            assert similarity == pytest.approx(max(expected.values()), abs=1e-6)
+            assert label == min(k for k, v in expected.items() if v > max(expected.values()) - 1e-9)
+
+
+def test_defect_type_is_the_best_type_among_many_references_of_random_maps() -> None:
+    """The classification prunes SSIM against the best reference over all types; on random blobby maps (twice
+    the comparison grid) it picks the type whose best `mask_similarity` on the grid is highest, with that value."""
+    rng = np.random.default_rng(4)
+    references = np.stack([cv2.GaussianBlur(rng.random((23, 59)).astype(np.float32), (0, 0), 2) > 0.53
+                           for _ in range(24)])
+    labels = tuple("pqrst"[k % 5] for k in range(24))
+    classifier = DefectTypes(0.5, {}, references, labels)
+    for _ in range(12):
+        amap = cv2.GaussianBlur(rng.random((46, 118)).astype(np.float32), (0, 0), 3) + 0.03
+        expected: dict[str, float] = {}
+        for label, mask in zip(labels, references, strict=True):
+            expected[label] = max(expected.get(label, -1.0), mask_similarity(coarse(amap >= 0.5), mask)["combined"])
+        best = max(sorted(expected), key=lambda key: expected[key])
+        assert classifier.defect_type(amap) == (best, pytest.approx(expected[best], abs=1e-6))
+
+
+def test_coarse_equals_opencv_area_resize_of_the_mask() -> None:
+    """The integral-image comparison grid equals `cv2.resize(..., INTER_AREA) > 0`, its definition, on every
+    kind of shape: whole and fractional cell sizes, thin and wide maps."""
+    rng = np.random.default_rng(5)
+    for shape in [(160, 416), (256, 256), (224, 224), (200, 512), (65, 130), (1000, 37), (513, 64), (1, 200),
+                  (127, 4000)]:
+        grid = grid_shape(shape)
+        for density in (0.0005, 0.005, 0.05):
+            mask = rng.random(shape) < density
+            expected = cv2.resize(mask.astype(np.float32), grid[::-1], interpolation=cv2.INTER_AREA) > 0
+            assert np.array_equal(coarse(mask), expected)

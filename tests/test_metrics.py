@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -245,6 +246,20 @@ def test_normalizer_threshold_and_clipping() -> None:
     assert isinstance(out, np.ndarray)
     np.testing.assert_allclose(out, [0.0, 0.5, 1.0])
     assert ScoreNormalizer(threshold=2.0, low=2.0, high=2.0).normalize(2.25) == 0.75
+
+
+def test_normalizer_of_one_score_equals_the_array_path_bit_for_bit() -> None:
+    """A single float takes Python's arithmetic (per verdict and region), arrays numpy's: the same doubles, also
+    for a float32 threshold, clipped ends and NaN."""
+    rng = np.random.default_rng(0)
+    for norm in (ScoreNormalizer(threshold=0.7, low=0.1, high=1.9),
+                 ScoreNormalizer(threshold=np.float32(33.4), low=np.float32(16.3), high=np.float32(161.6)),
+                 ScoreNormalizer(threshold=2.0, low=2.0, high=2.0)):
+        raws = np.concatenate([rng.normal(norm.threshold, 40.0, 500), [norm.threshold, -1e9, 1e9]])
+        arrays = norm.normalize(raws)
+        assert [norm.normalize(float(raw)) for raw in raws] == arrays.tolist()
+        assert all(type(norm.normalize(float(raw))) is float for raw in raws[:3])
+    assert math.isnan(ScoreNormalizer(threshold=0.7, low=0.1, high=1.9).normalize(math.nan))
 
 
 def test_normalizer_round_trip() -> None:

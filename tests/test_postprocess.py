@@ -6,6 +6,7 @@ import math
 import cv2
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from linewatch.metrics.calibrate import ScoreNormalizer
 from linewatch.runtime.messages import (
@@ -85,6 +86,29 @@ def test_regions_min_area_max_regions_and_bounds(two_blobs: np.ndarray) -> None:
         find_regions(np.zeros((2, 3, 4)), 1.0, (10, 10), NORM)
     with pytest.raises(ValueError, match="NaN"):
         encode_heatmap(np.full((4, 4), np.nan), NORM)
+
+
+def test_regions_of_blurred_random_maps_equal_scipy_labelling() -> None:
+    """Regions (labelled on the box around the set pixels only) against scipy's 8-connected labelling of the
+    whole map: the same boxes, areas and peaks, scaled to a frame of another shape."""
+    rng = np.random.default_rng(7)
+    frame = (200, 512)
+    normalizer = ScoreNormalizer(threshold=4.5, low=0.0, high=9.0)
+    for _ in range(20):
+        amap = cv2.GaussianBlur(rng.random((160, 416)).astype(np.float32), (0, 0), 4) * 9.0
+        threshold = float(np.quantile(amap, rng.uniform(0.9, 0.999)))
+        labels, count = ndimage.label(amap >= threshold, structure=np.ones((3, 3)))
+        sy, sx = frame[0] / 160, frame[1] / 416
+        expected = []
+        for label, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+            x0, y0 = math.floor(cols.start * sx + 1e-9), math.floor(rows.start * sy + 1e-9)
+            x1, y1 = math.ceil(cols.stop * sx - 1e-9), math.ceil(rows.stop * sy - 1e-9)
+            area = max(1, round(int((labels == label).sum()) * sx * sy))
+            peak = round(float(normalizer.normalize(float(amap[labels == label].max()))), 6)
+            expected.append((x0, y0, x1 - x0, y1 - y0, area, peak))
+        found = find_regions(amap, threshold, frame, normalizer, max_regions=256)
+        assert count and sorted((r.x, r.y, r.width, r.height, r.area, round(r.peak, 6)) for r in found) == sorted(
+            expected)
 
 
 @pytest.mark.parametrize("shape", [(256, 256), (160, 416), (75, 51)])

@@ -32,6 +32,9 @@ class ScoreNormalizer:
     def normalize(self, raw: float | np.ndarray, dtype: type = np.float64) -> float | np.ndarray:
         """Normalized score(s) in [0, 1]; a float for a scalar input, an array otherwise. `dtype` float32 halves
         the cost on whole maps (the published heatmap) and still puts the threshold exactly at 0.5."""
+        if isinstance(raw, float) and dtype is np.float64:  # one verdict's score: Python's doubles, 20x cheaper
+            value = (raw - float(self.threshold)) / float(self.span) + 0.5
+            return 0.0 if value < 0.0 else 1.0 if value > 1.0 else value  # NaN stays NaN, as np.clip keeps it
         kind = np.dtype(dtype).type
         out = np.clip((np.asarray(raw, dtype=kind) - kind(self.threshold)) / kind(self.span) + kind(0.5), 0.0, 1.0)
         return float(out) if out.ndim == 0 else out

@@ -8,7 +8,7 @@ boxes map back to original frame pixels with a plain per-axis scale. The heatmap
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -41,7 +41,9 @@ class Region:
     peak: float
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Field by field: `dataclasses.asdict` deep-copies, 8 us per region of every published verdict."""
+        return {"x": self.x, "y": self.y, "width": self.width, "height": self.height, "area": self.area,
+                "peak": self.peak}
 
 
 def _as_map(anomaly_map: np.ndarray) -> np.ndarray:
@@ -68,25 +70,27 @@ def find_regions(
     frame_h, frame_w = int(frame_shape[0]), int(frame_shape[1])
     if frame_h <= 0 or frame_w <= 0:
         raise ValueError(f"frame_shape must be positive (h, w), got {frame_shape}")
-    mask = amap >= threshold
-    if not mask.any():  # a good frame: no labelling (0.09 ms of a 160 x 416 map)
+    mask = (amap >= threshold).view(np.uint8)
+    # Labelling only the box around the set pixels (components never leave it): 0.06 instead of 0.12 ms for
+    # capsule bands' 160 x 416 maps. An empty box is a good frame, which needs no labelling at all.
+    crop_x, crop_y, crop_w, crop_h = cv2.boundingRect(mask)
+    if not crop_w:
         return []
-    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask.view(np.uint8), 8, cv2.CV_32S,
-                                                                           _LABELLING)
-    if count <= 1:
-        return []
-    sy, sx = frame_h / amap.shape[0], frame_w / amap.shape[1]
+    amap = amap[crop_y : crop_y + crop_h, crop_x : crop_x + crop_w]
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        mask[crop_y : crop_y + crop_h, crop_x : crop_x + crop_w], 8, cv2.CV_32S, _LABELLING)
+    sy, sx = frame_h / mask.shape[0], frame_w / mask.shape[1]
     regions = []
     for label in range(1, count):
         left, top, width, height, area = (int(v) for v in stats[label, :5])
-        x0 = min(frame_w - 1, math.floor(left * sx + _EPS))
-        y0 = min(frame_h - 1, math.floor(top * sy + _EPS))
-        x1 = max(x0 + 1, min(frame_w, math.ceil((left + width) * sx - _EPS)))
-        y1 = max(y0 + 1, min(frame_h, math.ceil((top + height) * sy - _EPS)))
+        x0 = min(frame_w - 1, math.floor((crop_x + left) * sx + _EPS))
+        y0 = min(frame_h - 1, math.floor((crop_y + top) * sy + _EPS))
+        x1 = max(x0 + 1, min(frame_w, math.ceil((crop_x + left + width) * sx - _EPS)))
+        y1 = max(y0 + 1, min(frame_h, math.ceil((crop_y + top + height) * sy - _EPS)))
         scaled_area = max(1, round(area * sx * sy))
         if scaled_area < min_area:
             continue
-        box = (slice(top, top + height), slice(left, left + width))
+        box = (slice(top, top + height), slice(left, left + width))  # in the crop, as `labels` is
         peak = float(normalizer.normalize(float(amap[box][labels[box] == label].max())))  # its box, not the map
         regions.append(Region(x0, y0, x1 - x0, y1 - y0, scaled_area, peak))
     regions.sort(key=lambda r: (-r.peak, -r.area, r.y, r.x))
