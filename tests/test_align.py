@@ -222,6 +222,40 @@ def test_bundles_aligned_with_ecc_before_lucas_kanade_still_load(tmp_path: Path)
     assert aligner.method == "ecc-affine" and aligner.lk is None and len(aligner.pyramid) == 2
 
 
+def test_bundles_aligned_with_lucas_kanade_before_the_early_accept_search_every_start(tmp_path: Path) -> None:
+    """A section without `accept_mse` (written before it) loads with 0: all three starts, as it was trained;
+    a new section records the setting and reloads with it."""
+    section, _ = build_reference([_part()], "lk-affine").save(tmp_path)
+    assert section["accept_mse"] == lucas_kanade.ACCEPT_MSE > 0
+    assert Aligner.load(tmp_path, section).lk.accept_mse == lucas_kanade.ACCEPT_MSE
+    before = {k: v for k, v in section.items() if k != "accept_mse"}
+    assert Aligner.load(tmp_path, before).lk.accept_mse == 0.0
+
+
+def test_a_start_that_already_matches_skips_the_turned_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame whose start from 0 degrees ends within `ACCEPT_MSE` (here the part lit 1.1x + 5) is registered
+    from that start alone, one half-size search instead of three, to the warp the full search finds; a turned
+    frame still gets all three."""
+    reference = _part()
+    searches: list[tuple[int, int]] = []
+    real = lucas_kanade._iterate
+
+    def counted(level: lucas_kanade._Level, *args: object) -> tuple[lucas_kanade.Warp, float]:
+        searches.append(level.size)
+        return real(level, *args)
+
+    monkeypatch.setattr(lucas_kanade, "_iterate", counted)
+    early = build_reference([reference], "lk")
+    full = Aligner(early.reference, early.downscale, "lk", accept_mse=0.0)
+    lit = np.clip(reference * 1.1 + 5, 0, 255).astype(np.uint8)
+    for frame, half_size_searches in ((lit, 1), (_moved(reference, 9.0, (3.0, -2.0)), 3)):
+        searches.clear()
+        accepted = early.warp_matrix(frame)
+        assert searches.count(searches[0]) == half_size_searches and len(searches) == half_size_searches + 1
+        searched = full.warp_matrix(frame)
+        assert accepted is not None and searched is not None and np.abs(accepted - searched).max() < 0.01
+
+
 def test_aligned_padim_bundle_reports_regions_on_the_rotated_frame(tmp_path: Path) -> None:
     category = make_synthetic_category(tmp_path / "cat", size=96, n_train=24, n_test_good=4, n_test_defect=3)
     bundle = tmp_path / "padim"

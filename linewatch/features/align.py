@@ -48,7 +48,10 @@ EPS = 1e-4  # ECC
 # What a bundle records of each estimator, and what loading it checks against this linewatch's.
 SETTINGS = {"ecc": {"levels": LEVELS, "iterations": ITERATIONS, "eps": EPS},
             "lk": {"levels": len(lucas_kanade.ITERATIONS), "iterations": list(lucas_kanade.ITERATIONS),
-                   "tolerance_px": list(lucas_kanade.TOLERANCE_PX), "start_deg": lucas_kanade.START_DEG}}
+                   "tolerance_px": list(lucas_kanade.TOLERANCE_PX), "start_deg": lucas_kanade.START_DEG,
+                   "accept_mse": lucas_kanade.ACCEPT_MSE}}
+# Settings added after bundles were written with the estimator, and the value those bundles ran with.
+SETTINGS_BEFORE = {"accept_mse": 0.0}
 MAX_ANGLE_DEG = 30.0
 MAX_SHIFT = 0.25  # of the image side
 MIN_AREA = 0.6  # affine: the warp may change the area by at most this factor either way
@@ -75,6 +78,7 @@ class Aligner:
     downscale: int
     method: str = "lk"  # "lk" / "ecc": rotation + shift; "lk-affine" / "ecc-affine": also scale, aspect and shear
     margin: int = 0  # input pixels around unseen content that are not scored (0: only the unseen pixels)
+    accept_mse: float = lucas_kanade.ACCEPT_MSE  # LK: see `lucas_kanade.ACCEPT_MSE`
     pyramid: list[np.ndarray] = field(init=False, repr=False, compare=False)  # ECC's reference levels
     lk: lucas_kanade.InverseCompositional | None = field(init=False, repr=False, compare=False)
 
@@ -87,7 +91,8 @@ class Aligner:
             for _ in range(LEVELS - 1):
                 levels.insert(0, cv2.pyrDown(levels[0]))
         object.__setattr__(self, "pyramid", levels)
-        object.__setattr__(self, "lk", lucas_kanade.InverseCompositional(self.reference, motion == "affine")
+        object.__setattr__(self, "lk", lucas_kanade.InverseCompositional(self.reference, motion == "affine",
+                                                                         self.accept_mse)
                            if estimator == "lk" else None)
 
     def warp_matrix(self, image: np.ndarray) -> np.ndarray | None:
@@ -170,8 +175,9 @@ class Aligner:
     def save(self, directory: Path) -> tuple[dict[str, Any], str]:
         np.save(Path(directory) / REFERENCE_FILE, self.reference, allow_pickle=False)
         motion, estimator = MOTIONS[self.method]
+        settings = {**SETTINGS[estimator], **({"accept_mse": self.accept_mse} if estimator == "lk" else {})}
         section = {"method": self.method, "motion": motion, "estimator": estimator, "reference": REFERENCE_FILE,
-                   "downscale": self.downscale, **SETTINGS[estimator], "max_angle_deg": MAX_ANGLE_DEG,
+                   "downscale": self.downscale, **settings, "max_angle_deg": MAX_ANGLE_DEG,
                    "max_shift": MAX_SHIFT, "margin_px": self.margin}
         return section, REFERENCE_FILE
 
@@ -181,13 +187,15 @@ class Aligner:
             raise BundleError(f"{directory}: unknown alignment {section.get('method')!r}; this linewatch aligns with "
                               f"{', '.join(MOTIONS)}")
         expected = SETTINGS[MOTIONS[section["method"]][1]]
-        differs = {k: section.get(k) for k in expected if section.get(k) != expected[k]}
+        recorded = {k: section.get(k, SETTINGS_BEFORE.get(k)) for k in expected}
+        differs = {k: v for k, v in recorded.items() if v != expected[k] and k not in SETTINGS_BEFORE}
         if differs:
             raise BundleError(f"{directory}: alignment settings {differs} differ from this linewatch's {expected}; "
                              f"retrain it with inspect-train")
         reference = np.load(Path(directory) / section["reference"], allow_pickle=False)
         # Bundles from before the margin scored every aligned pixel; they keep doing so.
-        return cls(reference, int(section["downscale"]), section["method"], int(section.get("margin_px", 0)))
+        return cls(reference, int(section["downscale"]), section["method"], int(section.get("margin_px", 0)),
+                   float(recorded.get("accept_mse", lucas_kanade.ACCEPT_MSE)))
 
 
 @lru_cache(maxsize=16)
