@@ -4,7 +4,9 @@ Runs the real pipeline (folder source -> batcher -> engine -> scorer -> post-pro
 the bottle test images; trains and exports a default bundle first when --bundle is not given.
 Prints a table and writes JSON. Overhead = (preprocess + postprocess + publish) / (backbone + score), with
 preprocess the source threads' CPU time for it (`SourceRunner._push`: their wall time counts network runs);
-decode is reported on its own (it runs in the source threads, overlapped with inference).
+decode is reported on its own (it runs in the source threads, overlapped with inference). Score is what the image
+score needs, so it holds the anomaly map for a detector that reads its score off the map (PaDiM:
+`Detector.scores_from_maps`); otherwise the map is post-processing.
 Each configuration runs --repeat times, interleaved; the median run is reported, with every run's ms/frame and
 overhead beside it (their range is the measurement's noise).
 `--precisions fp32,int8` adds the int8 network (export-model --int8) as its own configurations.

@@ -29,6 +29,9 @@ class PatchScores(NamedTuple):
 
 class Detector(Protocol):
     kind: str
+    # The image score is read off the blurred anomaly map (PaDiM, a reconstruction scored by its map's maximum), so
+    # computing the map is scoring, not post-processing (the runtime's stage times follow this).
+    scores_from_maps: bool
 
     def patch_scores(self, outputs: dict[str, np.ndarray]) -> np.ndarray | PatchScores:
         """Named network outputs -> (N, h, w) float32 anomaly scores on any grid (upsampled and blurred later),

@@ -19,6 +19,10 @@ class ReconstructionScorer:
         self.kind = kind
         self.image_score = image_score
 
+    @property
+    def scores_from_maps(self) -> bool:
+        return self.image_score == "max"
+
     def patch_scores(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         residual = outputs["residual"]
         return np.ascontiguousarray(residual[:, 0], dtype=np.float32)

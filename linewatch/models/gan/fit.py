@@ -64,6 +64,10 @@ class LiveBankScorer:
             self._version = model.generator_version
         return self._scorer
 
+    @property
+    def scores_from_maps(self) -> bool:
+        return self.options["score"] == "max"
+
     def patch_scores(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         return self._current().patch_scores(outputs)
 

@@ -61,6 +61,10 @@ class GanScorer:
         self._refiner: Any = None
 
     @property
+    def scores_from_maps(self) -> bool:
+        return self.image_score == "max"
+
+    @property
     def stream_problem(self) -> str | None:
         """Why the runtime / export refuses this scorer, or None."""
         if self.refine_steps:

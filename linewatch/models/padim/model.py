@@ -44,6 +44,7 @@ class PadimParams:
 
 class Padim:
     kind = "padim"
+    scores_from_maps = True
 
     def __init__(
         self, mean: np.ndarray, inv_cov: np.ndarray, feature_shape: tuple[int, int, int], params: PadimParams,

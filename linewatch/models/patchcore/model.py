@@ -51,6 +51,7 @@ def flatten_patches(features: np.ndarray) -> np.ndarray:
 
 class PatchCore:
     kind = "patchcore"
+    scores_from_maps = False
 
     def __init__(self, memory_bank: np.ndarray, params: PatchCoreParams, device: str = "cpu",
                  knn: NearestNeighbours | RememberedSearches | None = None) -> None:
