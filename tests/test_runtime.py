@@ -23,7 +23,7 @@ from linewatch.export.cli import main as export_main
 from linewatch.runtime.cli import main as run_main
 from linewatch.runtime.journal import read_journal
 from linewatch.runtime.listen import ListenResult, listen
-from linewatch.runtime.pipeline import RUNTIME_TORCH_SCORER_THREADS, RunOptions, Runtime
+from linewatch.runtime.pipeline import RUNTIME_BLAS_THREADS, RUNTIME_TORCH_SCORER_THREADS, RunOptions, Runtime
 from linewatch.runtime.stats import STAGES
 from linewatch.train.options import resolve_training
 from linewatch.train.pipeline import train
@@ -106,6 +106,27 @@ def test_a_torch_scorer_runs_on_one_thread_beside_another_engine(bundle: Path, c
         assert seen and set(seen) == {RUNTIME_TORCH_SCORER_THREADS} and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_every_blas_runs_on_one_thread_while_the_runtime_scores(bundle: Path, category: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenCV's, numpy's and FAISS's OpenBLAS split small products over threads whose caller spins until they get
+    a core: the runtime limits them to one while it runs and gives them their threads back when it ends."""
+    from threadpoolctl import threadpool_info
+
+    before = {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+    runtime = Runtime(RunOptions(bundle=bundle, sources=(str(category / "test" / "good"),), publish=LOOPBACK,
+                                 device="cpu"))
+    seen: list[dict[str, int]] = []
+    score = runtime.inspector.score
+    monkeypatch.setattr(runtime.inspector, "score", lambda *a, **k: seen.append(
+        {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"})
+        or score(*a, **k))
+    runtime.run()
+    assert seen and all(set(pools.values()) == {RUNTIME_BLAS_THREADS} for pools in seen)
+    assert len(seen[0]) >= 2  # OpenCV's and numpy's at least (and FAISS's where it is loaded)
+    after = {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+    assert {path: after[path] for path in before} == before
 
 
 def test_video_source_and_corrupt_file(bundle: Path, category: Path, tmp_path: Path) -> None:

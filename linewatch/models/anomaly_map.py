@@ -49,8 +49,8 @@ def anomaly_maps(patch_scores: np.ndarray, size: tuple[int, int], sigma: float =
     out = np.empty((len(scores), height, width), dtype=np.float32)
     if 2 * scores.shape[1] <= height and 2 * scores.shape[2] <= width:
         rows, cols = spread_rows(scores.shape[1], height, sigma), spread_matrix(scores.shape[2], width, sigma)
-        # cv2's gemm (one thread in the runtime), not numpy's: OpenBLAS's idle threads spin on the cores the
-        # runtime's sources decode on (magnetic tile's config bundle: 22 -> 29 ms/frame through numpy).
+        # cv2's gemm: through numpy, magnetic tile's config bundle ran at 29 instead of 22 ms/frame. Both call an
+        # OpenBLAS; that was numpy's threads spinning, and the runtime now runs every OpenBLAS on one thread.
         for i, one in enumerate(scores):
             out[i] = cv2.gemm(cv2.gemm(rows, one, 1, None, 0), cols, 1, None, 0)
         return out

@@ -22,6 +22,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from linewatch.engines import open_engine
 from linewatch.inspector import Inspector
@@ -45,6 +46,11 @@ RUNTIME_OPENCV_THREADS = 1
 # every product on the cores the maps and the sources need next (bottle's PaDiM, alone: score 1.4 -> 2.3 ms
 # with one thread, but the maps after it 1.9 -> 0.17 ms).
 RUNTIME_TORCH_SCORER_THREADS = 1
+# OpenBLAS, which OpenCV (cv2.gemm: the anomaly maps), numpy and FAISS each bundle, splits even a 256 x 32 x 256
+# product over 2 threads, and its caller then spins in sched_yield until the helper gets a core the sources are
+# decoding on (bottle's PatchCore, batch 1: the map's second product 0.04 ms at the median, up to 3 ms of system
+# time, 0.16-0.24 ms per frame on average; 0.05 with one thread).
+RUNTIME_BLAS_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ class Runtime:
             self.stats.started = time.monotonic()
             self.sources.start()
             try:
-                with torch_scorer_threads(self.engine.name):
+                with torch_scorer_threads(self.engine.name), threadpool_limits(RUNTIME_BLAS_THREADS, "blas"):
                     self._loop()
             except JournalError as exc:  # frames not yet scored are dropped: nothing more may be published
                 self.failure = exc
